@@ -1,0 +1,5 @@
+import sys
+
+from kahuna_pg.cli import main
+
+sys.exit(main())
