@@ -1,0 +1,237 @@
+"""The one client of the SQL functions, shared by the REST and gRPC layers.
+
+It holds a psycopg_pool connection pool, makes one SQL call per operation, and turns
+the outcome into a `Result`: `Outcome.SUCCESS` with the value, or the outcome type that
+the SQLSTATE (or a lost connection, or a pool timeout) maps to in `OUTCOME_BY_SQLSTATE`,
+the only such table in the code. Nothing here decides a rule of the contract: defaults,
+validation and allocation are all in the SQL functions, and values pass through unchanged
+(None for an absent field, which the SQL functions read as their default).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from kahuna_pg import schema
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Outcome(StrEnum):
+    """The outcome types of CONTRACT.md section 2; the value is the name REST answers."""
+
+    SUCCESS = "Success"
+    NOT_FOUND = "NotFound"
+    ALREADY_EXISTS = "AlreadyExists"
+    INVALID_INPUT = "InvalidInput"
+    MAX_VALUE_EXCEEDED = "MaxValueExceeded"
+    MUST_RETRY = "MustRetry"
+    ABORTED = "Aborted"
+    ERROR = "Error"
+
+
+# The SQLSTATEs of CONTRACT.md section 2. Anything else is Error.
+OUTCOME_BY_SQLSTATE: dict[str, Outcome] = {
+    "42704": Outcome.NOT_FOUND,  # undefined_object
+    "42710": Outcome.ALREADY_EXISTS,  # duplicate_object
+    "22023": Outcome.INVALID_INPUT,  # invalid_parameter_value
+    "2200H": Outcome.MAX_VALUE_EXCEEDED,  # sequence_generator_limit_exceeded
+    "40001": Outcome.MUST_RETRY,  # serialization_failure
+    "40P01": Outcome.MUST_RETRY,  # deadlock_detected
+    "55P03": Outcome.MUST_RETRY,  # lock_not_available
+    "57P01": Outcome.MUST_RETRY,  # admin_shutdown
+    "57P02": Outcome.MUST_RETRY,  # crash_shutdown
+    "57P03": Outcome.MUST_RETRY,  # cannot_connect_now
+    "57014": Outcome.ABORTED,  # query_canceled: statement or lock timeout
+}
+
+
+def outcome_of(exc: BaseException) -> Outcome:
+    """The outcome type of an exception raised while calling the database."""
+    if isinstance(exc, PoolTimeout):
+        return Outcome.MUST_RETRY  # no connection could be had in time: the database is away
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        if state in OUTCOME_BY_SQLSTATE:
+            return OUTCOME_BY_SQLSTATE[state]
+        if state is None and isinstance(exc, psycopg.OperationalError):
+            return Outcome.MUST_RETRY  # the connection was lost or refused
+        if state is not None and state.startswith("08"):
+            return Outcome.MUST_RETRY  # connection_exception class
+        if state is None and isinstance(exc, psycopg.DataError):
+            # Refused by psycopg before it reached the server: text with a NUL byte, which
+            # PostgreSQL cannot store, so no name or key can contain it.
+            return Outcome.INVALID_INPUT
+    return Outcome.ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence:
+    name: str
+    current_value: int
+    initial_value: int
+    increment: int
+    max_value: int | None
+    revision: int
+    durability: str  # "Persistent" or "Ephemeral"
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    name: str
+    start: int
+    end: int
+    count: int
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Result(Generic[T]):
+    """What an operation answers: the outcome, the value on Success, and a message otherwise."""
+
+    outcome: Outcome
+    value: T | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.SUCCESS
+
+
+# The SQL of each operation. The user-facing functions for create, get and delete; for
+# allocation kahuna.try_reserve, which takes the count as bigint so that a count outside
+# int32 is judged by SQL (InvalidInput) instead of failing to bind.
+_SEQUENCE_COLUMNS = (
+    "name, current_value, initial_value, increment, max_value, revision, durability, created_at, updated_at"
+)
+SQL_CREATE = f"SELECT {_SEQUENCE_COLUMNS} FROM kahuna_create(%s, %s, %s, %s, %s)"
+SQL_GET = f"SELECT {_SEQUENCE_COLUMNS} FROM kahuna_get(%s, %s)"
+SQL_DELETE = f"SELECT {_SEQUENCE_COLUMNS} FROM kahuna_delete(%s, %s)"
+SQL_RESERVE = (
+    'SELECT (r.allocation).name, (r.allocation).start, (r.allocation)."end", (r.allocation).count,'
+    " (r.allocation).revision, r.sqlstate, r.message"
+    " FROM kahuna.try_reserve(%s, %s::bigint, %s, %s) r"
+)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    min_size: int = 2
+    max_size: int = 10
+    timeout: float = 5.0  # seconds to wait for a connection before answering MustRetry
+    connect_timeout: int = 3  # seconds, per connection attempt
+    statement_timeout_ms: int = 10_000  # past it the call is Aborted (57014)
+
+
+class SequenceClient:
+    """Calls the kahuna SQL functions through a connection pool; never raises for an outcome."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    @classmethod
+    @contextmanager
+    def connect(cls, dsn: str, settings: PoolSettings | None = None) -> Iterator[SequenceClient]:
+        """Open a pool on `dsn` for the duration of the block (it does not wait for the database)."""
+        settings = settings or PoolSettings()
+
+        def configure(conn: psycopg.Connection) -> None:
+            conn.execute(f"SET statement_timeout = {int(settings.statement_timeout_ms)}")
+
+        pool = ConnectionPool(
+            dsn,
+            min_size=settings.min_size,
+            max_size=settings.max_size,
+            timeout=settings.timeout,
+            kwargs={"autocommit": True, "connect_timeout": settings.connect_timeout},
+            configure=configure,
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=0,  # never give up reconnecting: the database may come back
+            open=False,
+            name="kahuna-pg",
+        )
+        pool.open(wait=False)
+        try:
+            yield cls(pool)
+        finally:
+            pool.close()
+
+    # -- the five operations ----------------------------------------------------------
+    def create(
+        self,
+        name: Any,
+        initial_value: int | None = None,
+        increment: int | None = None,
+        max_value: int | None = None,
+        durability: str | None = None,
+    ) -> Result[Sequence]:
+        return self._sequence(SQL_CREATE, (name, initial_value, increment, max_value, durability))
+
+    def get(self, name: Any, durability: str | None = None) -> Result[Sequence]:
+        return self._sequence(SQL_GET, (name, durability))
+
+    def delete(self, name: Any, durability: str | None = None) -> Result[Sequence]:
+        return self._sequence(SQL_DELETE, (name, durability))
+
+    def next(self, name: Any, idempotency_key: str | None = None, durability: str | None = None) -> Result[Allocation]:
+        return self.reserve(name, 1, idempotency_key, durability)
+
+    def reserve(
+        self, name: Any, count: int, idempotency_key: str | None = None, durability: str | None = None
+    ) -> Result[Allocation]:
+        def run(conn: psycopg.Connection) -> Result[Allocation]:
+            row = conn.execute(SQL_RESERVE, (name, count, idempotency_key, durability)).fetchone()
+            assert row is not None
+            *fields, sqlstate, message = row
+            if sqlstate is not None:
+                return Result(OUTCOME_BY_SQLSTATE.get(sqlstate, Outcome.ERROR), message=message)
+            return Result(Outcome.SUCCESS, Allocation(*fields))
+
+        return self._call(run)
+
+    # -- health -----------------------------------------------------------------------
+    def ready(self) -> tuple[bool, str]:
+        """Whether the database answers and its schema is the version this code expects."""
+        try:
+            with self.pool.connection() as conn:
+                version = schema.installed_version(conn)
+        except (psycopg.Error, PoolTimeout) as exc:
+            return False, f"database unreachable: {type(exc).__name__}"
+        expected = schema.latest_version()
+        if version != expected:
+            return False, f"schema version {version}, expected {expected}"
+        return True, f"schema version {version}"
+
+    # -- plumbing ---------------------------------------------------------------------
+    def _sequence(self, query: str, params: tuple[Any, ...]) -> Result[Sequence]:
+        def run(conn: psycopg.Connection) -> Result[Sequence]:
+            with conn.cursor(row_factory=class_row(Sequence)) as cur:
+                return Result(Outcome.SUCCESS, cur.execute(query, params).fetchone())
+
+        return self._call(run)
+
+    def _call(self, run: Callable[[psycopg.Connection], Result[T]]) -> Result[T]:
+        """Run one call on a pooled connection; map any failure to its outcome type."""
+        try:
+            with self.pool.connection() as conn:
+                return run(conn)
+        except (psycopg.Error, PoolTimeout) as exc:
+            outcome = outcome_of(exc)
+            if outcome is Outcome.ERROR:
+                log.error("database call failed: %r", exc, exc_info=exc)
+            message = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
+            return Result(outcome, message=message.strip() if outcome is not Outcome.ERROR else None)
