@@ -11,7 +11,7 @@ validation and allocation are all in the SQL functions, and values pass through 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,10 +23,14 @@ from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from kahuna_pg import schema
+from kahuna_pg.batching import Coalescer
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# What a database call can raise that is an outcome rather than a bug of ours.
+DATABASE_ERRORS = (psycopg.Error, PoolTimeout)
 
 
 class Outcome(StrEnum):
@@ -121,6 +125,11 @@ _SEQUENCE_COLUMNS = (
 SQL_CREATE = f"SELECT {_SEQUENCE_COLUMNS} FROM kahuna_create(%s, %s, %s, %s, %s)"
 SQL_GET = f"SELECT {_SEQUENCE_COLUMNS} FROM kahuna_get(%s, %s)"
 SQL_DELETE = f"SELECT {_SEQUENCE_COLUMNS} FROM kahuna_delete(%s, %s)"
+SQL_RESERVE_MANY = (
+    'SELECT (r.allocation).name, (r.allocation).start, (r.allocation)."end", (r.allocation).count,'
+    " (r.allocation).revision, r.sqlstate, r.message"
+    " FROM kahuna_reserve_many(%s, %s::bigint[], %s::text[], %s) WITH ORDINALITY r ORDER BY r.ordinality"
+)
 SQL_RESERVE = (
     'SELECT (r.allocation).name, (r.allocation).start, (r.allocation)."end", (r.allocation).count,'
     " (r.allocation).revision, r.sqlstate, r.message"
@@ -135,13 +144,19 @@ class PoolSettings:
     timeout: float = 5.0  # seconds to wait for a connection before answering MustRetry
     connect_timeout: int = 3  # seconds, per connection attempt
     statement_timeout_ms: int = 10_000  # past it the call is Aborted (57014)
+    group_allocation: bool = True  # combine concurrent allocations on one sequence
 
 
 class SequenceClient:
     """Calls the kahuna SQL functions through a connection pool; never raises for an outcome."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, group_allocation: bool = True) -> None:
         self.pool = pool
+        # Concurrent allocations on one (name, durability) are run together in one
+        # transaction by kahuna_reserve_many: one commit, one WAL flush, for the lot.
+        self._allocations: Coalescer[tuple[Any, str | None], tuple[int, str | None], Result[Allocation]] | None = (
+            Coalescer(self._reserve_batch) if group_allocation else None
+        )
 
     @classmethod
     @contextmanager
@@ -166,7 +181,7 @@ class SequenceClient:
         )
         pool.open(wait=False)
         try:
-            yield cls(pool)
+            yield cls(pool, group_allocation=settings.group_allocation)
         finally:
             pool.close()
 
@@ -193,15 +208,31 @@ class SequenceClient:
     def reserve(
         self, name: Any, count: int, idempotency_key: str | None = None, durability: str | None = None
     ) -> Result[Allocation]:
-        def run(conn: psycopg.Connection) -> Result[Allocation]:
-            row = conn.execute(SQL_RESERVE, (name, count, idempotency_key, durability)).fetchone()
-            assert row is not None
-            *fields, sqlstate, message = row
-            if sqlstate is not None:
-                return Result(OUTCOME_BY_SQLSTATE.get(sqlstate, Outcome.ERROR), message=message)
-            return Result(Outcome.SUCCESS, Allocation(*fields))
+        if self._allocations is None:
+            return self._reserve_batch((name, durability), [(count, idempotency_key)])[0]
+        return self._allocations.submit((name, durability), (count, idempotency_key))
 
-        return self._call(run)
+    def allocations_waiting(self, name: Any, durability: str | None = None) -> int:
+        """How many allocations on this sequence are queued in this process (with group allocation)."""
+        return self._allocations.waiting((name, durability)) if self._allocations else 0
+
+    def _reserve_batch(
+        self, sequence: tuple[Any, str | None], calls: list[tuple[int, str | None]]
+    ) -> list[Result[Allocation]]:
+        """Run allocations on one sequence in one transaction; one Result per call, in order."""
+        name, durability = sequence
+        try:
+            with self.pool.connection() as conn:
+                if len(calls) == 1:  # the plain function: a lone call pays nothing for batching
+                    (count, key) = calls[0]
+                    rows = conn.execute(SQL_RESERVE, (name, count, key, durability)).fetchall()
+                else:
+                    counts = [count for count, _ in calls]
+                    keys = [key for _, key in calls]
+                    rows = conn.execute(SQL_RESERVE_MANY, (name, counts, keys, durability)).fetchall()
+        except DATABASE_ERRORS as exc:
+            return [self._failure(exc)] * len(calls)  # the transaction failed: so did every call in it
+        return [_allocation_result(row) for row in rows]
 
     # -- health -----------------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:
@@ -218,20 +249,26 @@ class SequenceClient:
 
     # -- plumbing ---------------------------------------------------------------------
     def _sequence(self, query: str, params: tuple[Any, ...]) -> Result[Sequence]:
-        def run(conn: psycopg.Connection) -> Result[Sequence]:
-            with conn.cursor(row_factory=class_row(Sequence)) as cur:
-                return Result(Outcome.SUCCESS, cur.execute(query, params).fetchone())
-
-        return self._call(run)
-
-    def _call(self, run: Callable[[psycopg.Connection], Result[T]]) -> Result[T]:
-        """Run one call on a pooled connection; map any failure to its outcome type."""
         try:
-            with self.pool.connection() as conn:
-                return run(conn)
-        except (psycopg.Error, PoolTimeout) as exc:
-            outcome = outcome_of(exc)
-            if outcome is Outcome.ERROR:
-                log.error("database call failed: %r", exc, exc_info=exc)
-            message = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
-            return Result(outcome, message=message.strip() if outcome is not Outcome.ERROR else None)
+            with self.pool.connection() as conn, conn.cursor(row_factory=class_row(Sequence)) as cur:
+                return Result(Outcome.SUCCESS, cur.execute(query, params).fetchone())
+        except DATABASE_ERRORS as exc:
+            return self._failure(exc)
+
+    @staticmethod
+    def _failure(exc: Exception) -> Result[Any]:
+        """The Result of a call that raised: its outcome type, and the database's message."""
+        outcome = outcome_of(exc)
+        if outcome is Outcome.ERROR:
+            log.error("database call failed: %r", exc, exc_info=exc)
+            return Result(outcome)  # the detail stays in the server's log
+        message = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
+        return Result(outcome, message=message.strip())
+
+
+def _allocation_result(row: tuple[Any, ...]) -> Result[Allocation]:
+    """A row of (name, start, end, count, revision, sqlstate, message) as a Result."""
+    *fields, sqlstate, message = row
+    if sqlstate is not None:
+        return Result(OUTCOME_BY_SQLSTATE.get(sqlstate, Outcome.ERROR), message=message)
+    return Result(Outcome.SUCCESS, Allocation(*fields))
