@@ -11,9 +11,7 @@ from kahuna_pg.proto import kahuna_pb2
 def test_checked_in_modules_match_a_regeneration(tmp_path: Path) -> None:
     fresh = proto.generate(tmp_path)
     stale = [
-        path.name
-        for path in fresh
-        if path.read_bytes() != (proto.ROOT / proto.PACKAGE_DIR / path.name).read_bytes()
+        path.name for path in fresh if path.read_bytes() != (proto.ROOT / proto.PACKAGE_DIR / path.name).read_bytes()
     ]
     assert not stale, f"{', '.join(stale)} differ from proto/kahuna.proto: run `python -m kahuna_pg.proto`"
 
