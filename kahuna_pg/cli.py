@@ -1,11 +1,13 @@
-"""The `kahuna-pg` command line: `migrate` (and, as they arrive, `serve` and `bench`)."""
+"""The `kahuna-pg` command line: `serve` (the service) and `migrate` (the schema alone)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -35,9 +37,147 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _env(name: str, default: Any, convert: Callable[[str], Any] = str) -> Any:
+    """The default of an option: its environment variable when set, else `default`."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return convert(value)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise SystemExit(f"kahuna-pg: {name}={value!r}: {exc}") from None
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _listen(value: str) -> str:
+    from kahuna_pg.service import parse_listen
+
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _add_serve(commands: Any) -> None:
+    from kahuna_pg import service
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the service: REST on 127.0.0.1:8082, on an embedded PostgreSQL unless --dsn is given",
+        description="Runs kahuna-pg until SIGINT or SIGTERM, then stops accepting, finishes the requests in "
+        "flight, closes the pool and stops the embedded PostgreSQL. Every option can also be set by the "
+        "environment variable named in its help; the option wins.",
+    )
+    serve.add_argument(
+        "--dsn",
+        default=os.environ.get(DSN_ENV) or None,
+        help=f"libpq connection string or URI of the database, migrated to the latest schema at start "
+        f"(env {DSN_ENV}); without it, an embedded PostgreSQL under --data-dir",
+    )
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=_env("KAHUNA_PG_DATA_DIR", service.default_data_dir(), Path),
+        help="directory of the embedded PostgreSQL used when no --dsn is given: created on first use, reused "
+        "after; it listens on a Unix socket in it, on no TCP port (env KAHUNA_PG_DATA_DIR; default "
+        "/var/lib/kahuna-pg as root, else $XDG_DATA_HOME/kahuna-pg or ~/.local/share/kahuna-pg)",
+    )
+    serve.add_argument(
+        "--rest-listen",
+        type=_listen,
+        metavar="HOST:PORT",
+        default=_env("KAHUNA_PG_REST_LISTEN", service.DEFAULT_REST_LISTEN),
+        help=f"address of the REST API; port 0 picks a free one (env KAHUNA_PG_REST_LISTEN; default "
+        f"{service.DEFAULT_REST_LISTEN})",
+    )
+    serve.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=_env("KAHUNA_PG_THREADS", service.DEFAULT_THREADS, _positive_int),
+        help=f"waitress worker threads: REST requests served at once (env KAHUNA_PG_THREADS; default "
+        f"{service.DEFAULT_THREADS})",
+    )
+    serve.add_argument(
+        "--pool-size",
+        type=_positive_int,
+        default=_env("KAHUNA_PG_POOL_SIZE", service.DEFAULT_POOL_SIZE, _positive_int),
+        help=f"most database connections, shared by every interface (env KAHUNA_PG_POOL_SIZE; default "
+        f"{service.DEFAULT_POOL_SIZE})",
+    )
+    serve.add_argument(
+        "--pool-timeout",
+        type=float,
+        default=_env("KAHUNA_PG_POOL_TIMEOUT", service.ServeConfig.pool_timeout, float),
+        help=f"seconds to wait for a database connection before answering MustRetry (env KAHUNA_PG_POOL_TIMEOUT; "
+        f"default {service.ServeConfig.pool_timeout:g})",
+    )
+    serve.add_argument(
+        "--statement-timeout-ms",
+        type=_positive_int,
+        default=_env("KAHUNA_PG_STATEMENT_TIMEOUT_MS", service.ServeConfig.statement_timeout_ms, _positive_int),
+        help=f"PostgreSQL statement_timeout of every call; a call cut off by it is answered Aborted "
+        f"(env KAHUNA_PG_STATEMENT_TIMEOUT_MS; default {service.ServeConfig.statement_timeout_ms})",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=_env("KAHUNA_PG_MAX_BODY_BYTES", service.ServeConfig.max_body_bytes, _positive_int),
+        help=f"largest REST request body in bytes; a larger one is answered 413 (env KAHUNA_PG_MAX_BODY_BYTES; "
+        f"default {service.ServeConfig.max_body_bytes})",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=_env("KAHUNA_PG_SHUTDOWN_GRACE", service.DEFAULT_SHUTDOWN_GRACE, float),
+        help=f"seconds given to requests in flight to finish after SIGINT/SIGTERM (env KAHUNA_PG_SHUTDOWN_GRACE; "
+        f"default {service.DEFAULT_SHUTDOWN_GRACE:g})",
+    )
+    serve.add_argument(
+        "--purge-interval",
+        type=float,
+        default=_env("KAHUNA_PG_PURGE_INTERVAL", service.DEFAULT_PURGE_INTERVAL, float),
+        help=f"seconds between purges of expired idempotency keys; 0 turns the purge off "
+        f"(env KAHUNA_PG_PURGE_INTERVAL; default {service.DEFAULT_PURGE_INTERVAL:g})",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=_env("KAHUNA_PG_LOG_LEVEL", "info", str.lower),
+        help="log level; logs go to standard error (env KAHUNA_PG_LOG_LEVEL; default info)",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from kahuna_pg import service
+
+    service.configure_logging(args.log_level)
+    config = service.ServeConfig(
+        dsn=args.dsn,
+        data_dir=args.data_dir,
+        rest_listen=args.rest_listen,
+        threads=args.threads,
+        pool_size=args.pool_size,
+        pool_timeout=args.pool_timeout,
+        statement_timeout_ms=args.statement_timeout_ms,
+        max_body_bytes=args.max_body_bytes,
+        shutdown_grace=args.shutdown_grace,
+        purge_interval=args.purge_interval,
+    )
+    return service.serve(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kahuna-pg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_serve(commands)
 
     migrate = commands.add_parser(
         "migrate",
@@ -54,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (psycopg.Error, RuntimeError) as exc:
+    except (psycopg.Error, RuntimeError, OSError) as exc:  # a message for the user, not a traceback
         print(f"kahuna-pg {args.command}: {exc}", file=sys.stderr)
         return 1
 
