@@ -50,6 +50,12 @@ CREATE TYPE kahuna.reserve_result AS (
 -- One table for both durabilities, partitioned on it: Persistent rows live in a logged
 -- partition, Ephemeral ones in an UNLOGGED partition (fast, emptied by a crash, absent on
 -- standbys). The functions use one static statement for both.
+--
+-- The primary keys hold the MD5 of the name, not the name: a name may be 1024 characters
+-- of up to 4 bytes, more than a btree entry can hold (about 2700 bytes), so a key on the
+-- name itself would fail for valid names. The functions look a row up by both the MD5 and
+-- the name, so a row is never taken for another name's; two names of one MD5 (which only a
+-- deliberate collision can produce) cannot both exist in one durability.
 CREATE TABLE kahuna.sequences (
     durability kahuna.durability NOT NULL,
     name text NOT NULL,
@@ -60,7 +66,8 @@ CREATE TABLE kahuna.sequences (
     revision bigint NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (durability, name)
+    name_md5 uuid NOT NULL GENERATED ALWAYS AS (pg_catalog.md5(name)::uuid) STORED,
+    PRIMARY KEY (durability, name_md5)
 ) PARTITION BY LIST (durability);
 
 -- fillfactor leaves room on each page so that the hot-row update stays a HOT update.
@@ -81,7 +88,8 @@ CREATE TABLE kahuna.idempotency_keys (
     count integer NOT NULL,
     revision bigint NOT NULL,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (durability, name, key)
+    name_md5 uuid NOT NULL GENERATED ALWAYS AS (pg_catalog.md5(name)::uuid) STORED,
+    PRIMARY KEY (durability, name_md5, key)
 ) PARTITION BY LIST (durability);
 
 CREATE TABLE kahuna.idempotency_keys_persistent PARTITION OF kahuna.idempotency_keys
@@ -155,9 +163,10 @@ COMMENT ON FUNCTION kahuna.set_idempotency_retention(interval) IS
 ------------------------------------------------------------------------------------------
 
 -- White space trimmed from names and keys: ASCII space, tab, newline, CR, VT, FF.
+-- (VT is written \x0B: PostgreSQL's E'' strings have no \v, which would be the letter v.)
 CREATE FUNCTION kahuna.trimmed(value text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT pg_catalog.btrim(value, E' \t\n\r\f\v') $$;
+AS $$ SELECT pg_catalog.btrim(value, E' \t\n\r\f\x0B') $$;
 
 CREATE FUNCTION kahuna.name_problem(trimmed_name text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
@@ -202,8 +211,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     CASE lower(btrim(coalesce(durability, 'persistent')))
-        WHEN 'persistent', '0', '1' THEN RETURN 'Persistent';
-        WHEN 'ephemeral', '2' THEN RETURN 'Ephemeral';
+        WHEN 'persistent', '0', '1' THEN RETURN 'Persistent'::kahuna.durability;
+        WHEN 'ephemeral', '2' THEN RETURN 'Ephemeral'::kahuna.durability;
         ELSE RETURN NULL;
     END CASE;
 END
@@ -274,6 +283,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_name text := kahuna.trimmed(try_reserve.name);
+    v_name_md5 uuid := md5(v_name)::uuid;
     v_key text := nullif(kahuna.trimmed(try_reserve.idempotency_key), '');
     v_count bigint := try_reserve.count;
     v_durability kahuna.durability := kahuna.durability_or_null(try_reserve.durability);
@@ -303,7 +313,8 @@ BEGIN
     IF v_key IS NOT NULL THEN
         SELECT k.start, k."end", k.count, k.revision, k.created_at INTO v_entry
           FROM kahuna.idempotency_keys k
-         WHERE k.durability = v_durability AND k.name = v_name AND k.key = v_key;
+         WHERE k.durability = v_durability AND k.name_md5 = v_name_md5 AND k.name = v_name
+           AND k.key = v_key;
         IF FOUND AND v_entry.created_at > now() - kahuna.idempotency_retention() THEN
             IF v_entry.count <> v_count THEN
                 result.sqlstate := '22023';
@@ -311,18 +322,20 @@ BEGIN
                     'idempotency key %L was used with count %s, not %s', v_key, v_entry.count, v_count);
                 RETURN result;
             END IF;
-            result.allocation := ROW(v_name, v_entry.start, v_entry."end", v_entry.count, v_entry.revision);
+            result.allocation := ROW(v_name, v_entry.start, v_entry."end", v_entry.count,
+                                     v_entry.revision)::kahuna.allocation;
             RETURN result;
         END IF;
     END IF;
 
     -- All or nothing: the run's end, computed in numeric so that it cannot overflow, must
-    -- not pass maxValue or int64.
+    -- not pass maxValue or int64. (The end fits in bigint then, but increment * count may
+    -- not, when current_value is negative: hence numeric in SET too.)
     UPDATE kahuna.sequences s
-       SET current_value = s.current_value + s.increment * v_count,
+       SET current_value = (s.current_value::numeric + s.increment::numeric * v_count)::bigint,
            revision = s.revision + 1,
            updated_at = now()
-     WHERE s.durability = v_durability AND s.name = v_name
+     WHERE s.durability = v_durability AND s.name_md5 = v_name_md5 AND s.name = v_name
        AND s.current_value::numeric + s.increment::numeric * v_count
            <= coalesce(s.max_value, 9223372036854775807)
     RETURNING s.current_value, s.increment, s.revision INTO v_current, v_increment, v_revision;
@@ -330,7 +343,7 @@ BEGIN
     IF NOT FOUND THEN
         SELECT s.current_value, s.increment, s.max_value INTO v_current, v_increment, v_max
           FROM kahuna.sequences s
-         WHERE s.durability = v_durability AND s.name = v_name;
+         WHERE s.durability = v_durability AND s.name_md5 = v_name_md5 AND s.name = v_name;
         IF NOT FOUND THEN
             result.sqlstate := '42704';
             result.message := format('sequence %L (%s) does not exist', v_name, v_durability);
@@ -344,14 +357,14 @@ BEGIN
         RETURN result;
     END IF;
 
-    v_start := v_current - v_increment * (v_count - 1);
-    result.allocation := ROW(v_name, v_start, v_current, v_count, v_revision);
+    v_start := (v_current::numeric - v_increment::numeric * (v_count - 1))::bigint;
+    result.allocation := ROW(v_name, v_start, v_current, v_count, v_revision)::kahuna.allocation;
 
     IF v_key IS NOT NULL THEN
         -- An expired entry of the same key is replaced: after the retention it allocates afresh.
         INSERT INTO kahuna.idempotency_keys AS k (durability, name, key, start, "end", count, revision, created_at)
         VALUES (v_durability, v_name, v_key, v_start, v_current, v_count, v_revision, now())
-        ON CONFLICT (durability, name, key) DO UPDATE
+        ON CONFLICT (durability, name_md5, key) DO UPDATE
            SET start = excluded.start, "end" = excluded."end", count = excluded.count,
                revision = excluded.revision, created_at = excluded.created_at;
     END IF;
@@ -363,7 +376,7 @@ COMMENT ON FUNCTION kahuna.try_reserve(text, bigint, text, text) IS
 
 -- Raises the failure of a reserve_result, or returns its allocation.
 CREATE FUNCTION kahuna.allocation_or_raise(result kahuna.reserve_result) RETURNS kahuna.allocation
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -409,7 +422,7 @@ BEGIN
 
     INSERT INTO kahuna.sequences AS s (durability, name, current_value, initial_value, increment, max_value)
     VALUES (v_durability, v_name, v_initial, v_initial, v_increment, v_max)
-    ON CONFLICT (durability, name) DO NOTHING
+    ON CONFLICT (durability, name_md5) DO NOTHING
     RETURNING s.name, s.current_value, s.initial_value, s.increment, s.max_value, s.revision,
               s.durability, s.created_at, s.updated_at
          INTO result;
@@ -438,7 +451,7 @@ BEGIN
            s.durability, s.created_at, s.updated_at
       INTO result
       FROM kahuna.sequences s
-     WHERE s.durability = v_durability AND s.name = v_name;
+     WHERE s.durability = v_durability AND s.name_md5 = md5(v_name)::uuid AND s.name = v_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'undefined_object',
             MESSAGE = format('sequence %L (%s) does not exist', v_name, v_durability);
@@ -488,7 +501,7 @@ DECLARE
 BEGIN
     PERFORM kahuna.lock_sequence(v_durability, v_name);
     DELETE FROM kahuna.sequences s
-     WHERE s.durability = v_durability AND s.name = v_name
+     WHERE s.durability = v_durability AND s.name_md5 = md5(v_name)::uuid AND s.name = v_name
     RETURNING s.name, s.current_value, s.initial_value, s.increment, s.max_value, s.revision,
               s.durability, s.created_at, s.updated_at
          INTO result;
@@ -497,7 +510,8 @@ BEGIN
             MESSAGE = format('sequence %L (%s) does not exist', v_name, v_durability);
     END IF;
     -- A re-created sequence of the same name must not replay the old one's keys.
-    DELETE FROM kahuna.idempotency_keys k WHERE k.durability = v_durability AND k.name = v_name;
+    DELETE FROM kahuna.idempotency_keys k
+     WHERE k.durability = v_durability AND k.name_md5 = md5(v_name)::uuid AND k.name = v_name;
     RETURN result;
 END
 $$;
