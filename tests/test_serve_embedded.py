@@ -36,8 +36,10 @@ def test_embedded_default_survives_a_restart() -> None:
                 assert conn.info.host.startswith(str(data_dir))
         finally:
             code = first.signal(signal.SIGTERM)
-        assert code == 0, first.log()
-        assert "embedded" in first.log() and str(data_dir) in first.log()
+        first_log = first.log()
+        first.close()
+        assert code == 0, first_log
+        assert "embedded" in first_log and str(data_dir) in first_log
         assert not cluster.running(), "the embedded PostgreSQL must stop with the service"
 
         second = ServeProcess("--data-dir", str(data_dir)).wait_ready()
@@ -49,8 +51,10 @@ def test_embedded_default_survives_a_restart() -> None:
             assert api.get("orders")["sequence"]["currentValue"] == 12
         finally:
             code = second.signal(signal.SIGTERM)
-        assert code == 0, second.log()
-        assert "creating embedded" in first.log() and "creating embedded" not in second.log()
+        second_log = second.log()
+        second.close()
+        assert code == 0, second_log
+        assert "creating embedded" in first_log and "creating embedded" not in second_log
         assert not cluster.running()
     finally:
         if cluster.running():

@@ -35,7 +35,8 @@ def test_start_line_masks_the_password_and_sigint_exits_0(pg_cluster: EmbeddedPo
         assert Api(proc.base).call("create", name=unique())["type"] == "Success"
     finally:
         code = proc.signal(signal.SIGINT)
-    log = proc.log()
+        log = proc.log()
+        proc.close()
     assert code == 0, log
     start_lines = [line for line in log.splitlines() if "serving" in line]
     assert len(start_lines) == 1, log
