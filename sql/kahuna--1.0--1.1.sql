@@ -19,8 +19,6 @@ CREATE FUNCTION @extschema@.kahuna_reserve_many(
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    i integer;
 BEGIN
     IF counts IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'counts is required';
