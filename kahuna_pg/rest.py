@@ -103,15 +103,11 @@ class Fields:
     def durability(self) -> str | None:
         """A string as sent, or a gRPC enum number as its decimal string: SQL decides which are valid."""
         value = self.doc.get("durability")
-        if isinstance(value, str) or value is None:
+        if value is None or isinstance(value, str):
             return value
-        try:
-            return str(self.integer("durability"))
-        except MalformedRequest:
-            raise MalformedRequest(
-                f"durability must be a string or an integer, got {_json_type(value)}"
-                + (" outside int64" if isinstance(value, int) and not isinstance(value, bool) else "")
-            ) from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(self.integer("durability"))  # 400 outside int64
+        raise MalformedRequest(f"durability must be a string or an integer, got {_json_type(value)}")
 
 
 # -- answers -------------------------------------------------------------------------
