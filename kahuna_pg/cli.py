@@ -55,6 +55,14 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _boolean(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError("expected 1/0, true/false, yes/no or on/off")
+
+
 def _listen(value: str) -> str:
     from kahuna_pg.service import parse_listen
 
@@ -147,6 +155,48 @@ def _add_serve(commands: Any) -> None:
         f"(env KAHUNA_PG_PURGE_INTERVAL; default {service.DEFAULT_PURGE_INTERVAL:g})",
     )
     serve.add_argument(
+        "--grpc-listen",
+        type=_listen,
+        metavar="HOST:PORT",
+        default=_env("KAHUNA_PG_GRPC_LISTEN", service.DEFAULT_GRPC_LISTEN),
+        help=f"address of the gRPC API; port 0 picks a free one (env KAHUNA_PG_GRPC_LISTEN; default "
+        f"{service.DEFAULT_GRPC_LISTEN})",
+    )
+    serve.add_argument(
+        "--grpc-workers",
+        type=_positive_int,
+        default=_env("KAHUNA_PG_GRPC_WORKERS", service.DEFAULT_GRPC_WORKERS, _positive_int),
+        help=f"gRPC worker threads: calls served at once (env KAHUNA_PG_GRPC_WORKERS; default "
+        f"{service.DEFAULT_GRPC_WORKERS})",
+    )
+    serve.add_argument(
+        "--no-rest",
+        action="store_true",
+        default=_env("KAHUNA_PG_NO_REST", False, _boolean),
+        help="do not serve the REST API (env KAHUNA_PG_NO_REST=1)",
+    )
+    serve.add_argument(
+        "--no-grpc",
+        action="store_true",
+        default=_env("KAHUNA_PG_NO_GRPC", False, _boolean),
+        help="do not serve the gRPC API (env KAHUNA_PG_NO_GRPC=1)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=_env("KAHUNA_PG_WORKERS", os.cpu_count() or 1, _positive_int),
+        help="processes serving each interface on the same ports (SO_REUSEPORT); each has its own pool "
+        "(env KAHUNA_PG_WORKERS; default: the number of cores)",
+    )
+    serve.add_argument(
+        "--no-group-allocation",
+        dest="group_allocation",
+        action="store_false",
+        default=not _env("KAHUNA_PG_NO_GROUP_ALLOCATION", False, _boolean),
+        help="run every allocation in a transaction of its own instead of combining the concurrent "
+        "allocations of one sequence into one transaction (env KAHUNA_PG_NO_GROUP_ALLOCATION=1)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default=_env("KAHUNA_PG_LOG_LEVEL", "info", str.lower),
@@ -162,7 +212,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = service.ServeConfig(
         dsn=args.dsn,
         data_dir=args.data_dir,
-        rest_listen=args.rest_listen,
+        rest_listen=None if args.no_rest else args.rest_listen,
+        grpc_listen=None if args.no_grpc else args.grpc_listen,
+        grpc_workers=args.grpc_workers,
+        workers=args.workers,
+        group_allocation=args.group_allocation,
         threads=args.threads,
         pool_size=args.pool_size,
         pool_timeout=args.pool_timeout,

@@ -223,20 +223,25 @@ class GrpcServer:
     the calls in flight finish for up to `grace` seconds, and returns when the server is down.
     """
 
+    name = "gRPC"
+
     def __init__(
         self,
         client: SequenceClient,
         listen: str = DEFAULT_LISTEN,
         workers: int = 16,
         health_interval: float = 1.0,
+        reuse_port: bool = False,
     ) -> None:
         self.client = client
         self.listen = listen
+        self.addresses = [f"grpc://{listen}"]
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kahuna-pg-grpc"),
-            # Without this, grpc on Linux binds with SO_REUSEPORT and a port already taken by
-            # another server "succeeds", the two then sharing the traffic.
-            options=[("grpc.so_reuseport", 0)],
+            # grpc on Linux binds with SO_REUSEPORT by default, so a port already taken by another
+            # server would "succeed", the two sharing the traffic: only worker processes of one
+            # service (reuse_port) may share a port.
+            options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
         )
         pb_grpc.add_SequencerServicer_to_server(SequencerServicer(client), self.server)
 
@@ -255,14 +260,20 @@ class GrpcServer:
             raise OSError(f"gRPC cannot listen on {listen}: {exc}") from exc
         if self.port == 0:
             raise OSError(f"gRPC cannot listen on {listen}")
+        self._started = self._stopped = False
+
+    def alive(self) -> bool:
+        return self._started and not self._stopped
 
     def start(self) -> None:
         self.server.start()
         self.watcher.start()
-        log.info("gRPC listening on %s", self.listen)
+        self._started = True
+        log.debug("gRPC listening on %s", self.listen)  # serve's start line says where
 
     def stop(self, grace: float | None = 10.0) -> None:
         # Health first, so that balancers stop sending while the calls in flight finish.
+        self._stopped = True
         self.health.enter_graceful_shutdown()
         self.watcher.stop()
         self.server.stop(grace).wait()

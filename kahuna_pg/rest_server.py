@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -52,15 +53,42 @@ class _JsonErrorChannel(HTTPChannel):
     error_task_class = _JsonErrorTask
 
 
+def reuse_port_socket(host: str, port: int, *, listen: bool) -> socket.socket:
+    """A TCP socket bound with SO_REUSEPORT, so that worker processes share one port and the
+    kernel spreads new connections among those that listen."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+        if listen:
+            sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class RestServer:
     """The REST interface: `start()` binds and serves in the background, `stop(grace)` drains."""
 
     name = "REST"
 
-    def __init__(self, app: Callable[..., Any], host: str, port: int, *, threads: int, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        host: str,
+        port: int,
+        *,
+        threads: int,
+        max_body_bytes: int,
+        reuse_port: bool = False,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.reuse_port = reuse_port  # several worker processes listen on one port
         self.threads = threads
         self.max_body_bytes = max_body_bytes
         self._map: dict[int, Any] = {}
@@ -72,11 +100,13 @@ class RestServer:
     # -- Interface ---------------------------------------------------------------------
     def start(self) -> None:
         """Bind the listening socket(s) (OSError if taken) and serve in a background thread."""
+        where: dict[str, Any] = {"host": self.host, "port": self.port}
+        if self.reuse_port:
+            where = {"sockets": [reuse_port_socket(self.host, self.port, listen=True)]}
         self._server = waitress.create_server(
             self.app,
             map=self._map,
-            host=self.host,
-            port=self.port,
+            **where,
             threads=self.threads,
             ident="kahuna-pg",
             max_request_body_size=max(WAITRESS_BODY_FLOOR, 4 * self.max_body_bytes),

@@ -36,6 +36,8 @@ from kahuna_pg.embedded import EmbeddedPostgres
 log = logging.getLogger("kahuna_pg.serve")
 
 DEFAULT_REST_LISTEN = "127.0.0.1:8082"
+DEFAULT_GRPC_LISTEN = "127.0.0.1:50051"
+DEFAULT_GRPC_WORKERS = 16
 DEFAULT_THREADS = 8
 DEFAULT_POOL_SIZE = 10
 DEFAULT_SHUTDOWN_GRACE = 10.0
@@ -71,6 +73,11 @@ class ServeConfig:
     max_body_bytes: int = 64 * 1024
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     purge_interval: float = DEFAULT_PURGE_INTERVAL  # seconds; 0 disables the purge
+    grpc_listen: str | None = DEFAULT_GRPC_LISTEN
+    grpc_workers: int = DEFAULT_GRPC_WORKERS
+    group_allocation: bool = True
+    workers: int = 1  # processes serving each interface on the same ports
+    reuse_port: bool = False  # set for the worker processes, which share their ports
 
 
 class ServeError(RuntimeError):
@@ -209,11 +216,23 @@ def build_interfaces(config: ServeConfig, client: SequenceClient) -> list[Interf
     if config.rest_listen:
         host, port = parse_listen(config.rest_listen)
         app = create_app(client, max_body_bytes=config.max_body_bytes)
-        interfaces.append(RestServer(app, host, port, threads=config.threads, max_body_bytes=config.max_body_bytes))
-    # gRPC plugs in here the same way, e.g.
-    #     if config.grpc_listen:
-    #         interfaces.append(built("gRPC", lambda: GrpcServer(client, config.grpc_listen)))
-    # with an object that has name, addresses, start(), stop(grace) and alive().
+        interfaces.append(
+            RestServer(
+                app,
+                host,
+                port,
+                threads=config.threads,
+                max_body_bytes=config.max_body_bytes,
+                reuse_port=config.reuse_port,
+            )
+        )
+    if config.grpc_listen:
+        from kahuna_pg.grpc_api import GrpcServer
+
+        listen = config.grpc_listen
+        interfaces.append(
+            built("gRPC", lambda: GrpcServer(client, listen, workers=config.grpc_workers, reuse_port=config.reuse_port))
+        )
     return interfaces
 
 
@@ -251,6 +270,15 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or `stop` is set); 0 after a clean stop, 1 if an interface died."""
     stop = stop or threading.Event()
     _install_signal_handlers(stop)
+    if config.workers > 1:
+        from kahuna_pg.workers import supervise
+
+        return supervise(config, stop)
+    return serve_in_process(config, stop)
+
+
+def serve_in_process(config: ServeConfig, stop: threading.Event) -> int:
+    """Every interface in this process, around one shared client."""
     code = 0
     with ExitStack() as stack:
         database = stack.enter_context(open_database(config))
@@ -259,6 +287,7 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> int:
             max_size=config.pool_size,
             timeout=config.pool_timeout,
             statement_timeout_ms=config.statement_timeout_ms,
+            group_allocation=config.group_allocation,
         )
         client = stack.enter_context(SequenceClient.connect(database.dsn, settings))
         components = build_interfaces(config, client)
@@ -275,7 +304,9 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> int:
                 raise ServeError(f"{component.name} cannot listen: {exc}") from None
             started.append(component)
         where = ", ".join(f"{c.name} on {a}" for c in started for a in c.addresses)
-        log.info(
+        # A worker process of `--workers N` is one of many: the supervisor logs the start line.
+        log.log(
+            logging.DEBUG if config.reuse_port else logging.INFO,
             "kahuna-pg serving %s; database %s (%s), kahuna schema %s; pool of %d connections",
             where,
             masked(database.dsn),

@@ -56,8 +56,10 @@ class ServeProcess:
 
     def __init__(self, *args: str, dsn: str | None = None, port: int | None = None, env: dict[str, str] | None = None):
         self.port = port or free_port()
+        self.grpc_port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        argv = [KAHUNA_PG, "serve", "--rest-listen", f"127.0.0.1:{self.port}", *args]
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        argv = [KAHUNA_PG, "serve", "--rest-listen", f"127.0.0.1:{self.port}", "--grpc-listen", self.grpc_target, *args]
         if dsn is not None:
             argv += ["--dsn", dsn]
         environment = {k: v for k, v in os.environ.items() if not k.startswith("KAHUNA_PG_")}
