@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -90,8 +91,13 @@ def sequence_entry(seq: kc.Sequence) -> pb.GrpcSequenceEntry:
     return entry
 
 
+# Kahuna names the node that answered; here it is the host and the worker process, which tells
+# an operator (and a test) which of `serve --workers N` answered.
+SERVED_FROM = f"{socket.gethostname()}/{os.getpid()}"
+
+
 def sequence_response(result: Result[kc.Sequence], started: float) -> pb.GrpcSequenceResponse:
-    response = pb.GrpcSequenceResponse(Type=GRPC_TYPE[result.outcome], Revision=NO_REVISION)
+    response = pb.GrpcSequenceResponse(ServedFrom=SERVED_FROM, Type=GRPC_TYPE[result.outcome], Revision=NO_REVISION)
     if result.ok and result.value is not None:
         response.Sequence.CopyFrom(sequence_entry(result.value))
         response.Revision = result.value.revision
@@ -100,7 +106,7 @@ def sequence_response(result: Result[kc.Sequence], started: float) -> pb.GrpcSeq
 
 
 def allocation_response(result: Result[kc.Allocation], started: float) -> pb.GrpcSequenceAllocationResponse:
-    response = pb.GrpcSequenceAllocationResponse(Type=GRPC_TYPE[result.outcome])
+    response = pb.GrpcSequenceAllocationResponse(ServedFrom=SERVED_FROM, Type=GRPC_TYPE[result.outcome])
     if result.ok and result.value is not None:
         a = result.value
         response.Allocation.CopyFrom(
