@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -235,7 +236,9 @@ def test_create_next_reserve_get_delete(stub: pb_grpc.SequencerStub, name: str) 
     assert entry.Durability == PERSISTENT
     assert not entry.HasField("MaxValue")
     assert created.Revision == 0
-    assert not created.HasField("ServedFrom")
+    # ServedFrom names the host and the process that answered.
+    host, pid = created.ServedFrom.rsplit("/", 1)
+    assert host == socket.gethostname() and int(pid) > 0
     # Epoch milliseconds, close to now (the clocks are those of one machine).
     assert abs(entry.CreatedAtPhysical - before_ms) < 60_000
     assert entry.UpdatedAtPhysical >= entry.CreatedAtPhysical
