@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
