@@ -11,6 +11,7 @@ validation and allocation are all in the SQL functions, and values pass through 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,6 +153,7 @@ class SequenceClient:
 
     def __init__(self, pool: ConnectionPool, group_allocation: bool = True) -> None:
         self.pool = pool
+        self._pool_check = threading.Lock()  # held while a sweep of stale connections runs
         # Concurrent allocations on one (name, durability) are run together in one
         # transaction by kahuna_reserve_many: one commit, one WAL flush, for the lot.
         self._allocations: Coalescer[tuple[Any, str | None], tuple[int, str | None], Result[Allocation]] | None = (
@@ -174,8 +176,14 @@ class SequenceClient:
             timeout=settings.timeout,
             kwargs={"autocommit": True, "connect_timeout": settings.connect_timeout},
             configure=configure,
-            check=ConnectionPool.check_connection,
-            reconnect_timeout=0,  # never give up reconnecting: the database may come back
+            # No check on every checkout: after a failed check psycopg_pool sleeps (1 s, then
+            # more) before the next candidate, so after a database restart callers would wait
+            # seconds for each stale connection. A call that meets one answers MustRetry at
+            # once, and `_connection_lost` has the pool replace the other stale ones meanwhile.
+            # reconnect_timeout=0: a failed connection attempt is not retried in the background
+            # with a growing backoff; the next request that needs a connection tries afresh,
+            # so the service is back as soon as the database is.
+            reconnect_timeout=0,
             open=False,
             name="kahuna-pg",
         )
@@ -255,15 +263,32 @@ class SequenceClient:
         except DATABASE_ERRORS as exc:
             return self._failure(exc)
 
-    @staticmethod
-    def _failure(exc: Exception) -> Result[Any]:
+    def _failure(self, exc: Exception) -> Result[Any]:
         """The Result of a call that raised: its outcome type, and the database's message."""
         outcome = outcome_of(exc)
+        if outcome is Outcome.MUST_RETRY and isinstance(exc, psycopg.OperationalError):
+            self._connection_lost()
         if outcome is Outcome.ERROR:
             log.error("database call failed: %r", exc, exc_info=exc)
             return Result(outcome)  # the detail stays in the server's log
         message = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc)
         return Result(outcome, message=message.strip())
+
+    def _connection_lost(self) -> None:
+        """A connection died (the database restarted, or ended it): sweep the pool's idle
+        connections in the background, replacing the stale ones before callers meet them."""
+        if not self._pool_check.acquire(blocking=False):
+            return  # a sweep is running already
+
+        def sweep() -> None:
+            try:
+                self.pool.check()
+            except Exception:  # the pool may be closing; nothing to do then
+                log.debug("pool check failed", exc_info=True)
+            finally:
+                self._pool_check.release()
+
+        threading.Thread(target=sweep, name="kahuna-pg pool check", daemon=True).start()
 
 
 def _allocation_result(row: tuple[Any, ...]) -> Result[Allocation]:
