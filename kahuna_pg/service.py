@@ -268,6 +268,9 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
 def serve(config: ServeConfig, stop: threading.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or `stop` is set); 0 after a clean stop, 1 if an interface died."""
+    if not (config.rest_listen or config.grpc_listen):
+        # A usage error: said before the database is opened (or an embedded one created).
+        raise ServeError("nothing to serve: every interface is turned off (--no-rest and --no-grpc)")
     stop = stop or threading.Event()
     _install_signal_handlers(stop)
     if config.workers > 1:
