@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -19,13 +18,26 @@ Req = TypeVar("Req")
 Res = TypeVar("Res")
 
 
-@dataclass(eq=False)
 class _Waiter(Generic[Req, Res]):
-    request: Req
-    done: threading.Event = field(default_factory=threading.Event)
-    answered: bool = False
-    result: Res | None = None
-    error: BaseException | None = None
+    """One queued call. Its thread blocks on `_wake`, a lock held from the start and released
+    once, when the call is answered or asked to lead: a bare lock costs one wake-up, where an
+    Event would add a Condition and a second lock for every call."""
+
+    __slots__ = ("_wake", "answered", "error", "request", "result")
+
+    def __init__(self, request: Req) -> None:
+        self.request = request
+        self.answered = False
+        self.result: Res | None = None
+        self.error: BaseException | None = None
+        self._wake = threading.Lock()
+        self._wake.acquire()
+
+    def wait(self) -> None:
+        self._wake.acquire()
+
+    def wake(self) -> None:
+        self._wake.release()
 
 
 class Coalescer(Generic[K, Req, Res]):
@@ -50,10 +62,8 @@ class Coalescer(Generic[K, Req, Res]):
             if lead:
                 self._leading.add(key)
         if not lead:
-            me.done.wait()
-            if not me.answered:  # woken to lead the next batch instead
-                me.done.clear()
-                lead = True
+            me.wait()
+            lead = not me.answered  # woken to lead the next batch instead
         if lead:
             self._lead(key)
         if me.error is not None:
@@ -81,11 +91,11 @@ class Coalescer(Generic[K, Req, Res]):
                 waiter.result = result
         for waiter in batch:
             waiter.answered = True
-            waiter.done.set()
+            waiter.wake()
         with self._lock:
             rest = self._queues[key]
             if rest:
-                rest[0].done.set()  # the oldest waiter leads the next batch
+                rest[0].wake()  # the oldest waiter leads the next batch
             else:
                 del self._queues[key]
                 self._leading.discard(key)
