@@ -37,6 +37,7 @@ from kahuna_pg.proto import kahuna_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_WORKERS = 64  # threads; as kahuna_pg.service.DEFAULT_GRPC_WORKERS, which says why
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Sequencer"].full_name  # "Sequencer": no package
 
 # The gRPC enum of each outcome type (CONTRACT.md section 2); REST uses Outcome's string value.
@@ -235,7 +236,7 @@ class GrpcServer:
         self,
         client: SequenceClient,
         listen: str = DEFAULT_LISTEN,
-        workers: int = 16,
+        workers: int = DEFAULT_WORKERS,
         health_interval: float = 1.0,
         reuse_port: bool = False,
     ) -> None:
@@ -295,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dsn", default=os.environ.get("KAHUNA_PG_DSN"), help="libpq DSN (env KAHUNA_PG_DSN)")
     parser.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
-    parser.add_argument("--workers", type=int, default=16, help="gRPC worker threads (default 16)")
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, help=f"gRPC worker threads (default {DEFAULT_WORKERS})"
+    )
     parser.add_argument("--pool-size", type=int, help="database connections at most (default: --workers)")
     parser.add_argument("--statement-timeout-ms", type=int, default=PoolSettings.statement_timeout_ms)
     parser.add_argument("--grace", type=float, default=10.0, help="seconds for calls in flight at shutdown")
