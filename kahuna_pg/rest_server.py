@@ -32,6 +32,28 @@ log = logging.getLogger(__name__)
 WAITRESS_BODY_FLOOR = 1024 * 1024
 
 
+class _AtMostEvery(logging.Filter):
+    """Lets one record through per `interval` seconds, dropping the others."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+        self._next = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.interval
+        return True
+
+
+# waitress logs "Task queue depth is N" at WARNING for every request that arrives while all
+# its threads are busy: under load, thousands of lines a second, each formatted and written
+# under the logging lock by the thread that reads every socket. One a minute says the same.
+_QUEUE_WARNINGS = _AtMostEvery(60.0)
+
+
 class _JsonErrorTask(ErrorTask):
     """waitress's own error answers (malformed HTTP, a body over its buffer limit) as JSON."""
 
@@ -112,6 +134,7 @@ class RestServer:
             max_request_body_size=max(WAITRESS_BODY_FLOOR, 4 * self.max_body_bytes),
             asyncore_use_poll=True,  # select() cannot watch descriptors above 1024
         )
+        logging.getLogger("waitress.queue").addFilter(_QUEUE_WARNINGS)  # added once, however often
         for listener in self._listeners():
             listener.channel_class = _JsonErrorChannel
             host, port = str(listener.effective_host), listener.effective_port
