@@ -1,0 +1,23 @@
+-- Experiment: kahuna.try_reserve without the advisory lock. Without a key, the UPDATE's own
+-- row lock is the only lock; with a key, the row is locked FOR UPDATE before the key is
+-- read, so that two concurrent calls with one new key still make one allocation.
+CREATE OR REPLACE FUNCTION pg_temp.patch(f regprocedure, old text, new text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    def text := pg_catalog.pg_get_functiondef(f);
+BEGIN
+    IF pg_catalog.strpos(def, old) = 0 THEN
+        RAISE EXCEPTION 'this variant is out of date: % no longer contains %', f, old;
+    END IF;
+    EXECUTE pg_catalog.replace(def, old, new);
+END
+$$;
+
+SELECT pg_temp.patch(
+    'kahuna.try_reserve(text, bigint, text, text)',
+    'PERFORM kahuna.lock_sequence(v_durability, v_name);',
+    'IF v_key IS NOT NULL THEN
+        PERFORM 1 FROM kahuna.sequences s
+          WHERE s.durability = v_durability AND s.name_md5 = v_name_md5 AND s.name = v_name
+            FOR UPDATE;
+    END IF;');
