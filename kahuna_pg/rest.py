@@ -260,15 +260,16 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        too_large = falcon.HTTPContentTooLarge(
-            description=f"the body must be at most {self.max_bytes} bytes",
-        )
         if req.content_length is not None and req.content_length > self.max_bytes:
-            raise too_large
+            raise self._too_large()
         body = req.bounded_stream.read(self.max_bytes + 1)
         if len(body) > self.max_bytes:
-            raise too_large
+            raise self._too_large()
         req.context.body = body
+
+    def _too_large(self) -> falcon.HTTPContentTooLarge:
+        # Built only when needed: an HTTPError is costly to build, and this runs for every request.
+        return falcon.HTTPContentTooLarge(description=f"the body must be at most {self.max_bytes} bytes")
 
 
 def _problem(status: int, message: str) -> dict[str, str]:
