@@ -6,8 +6,13 @@
 -- kahuna_ in @extschema@ so that `SELECT kahuna_next('orders')` works with the default
 -- search_path.
 --
--- Safety against the caller's search_path: every plpgsql function pins
--- `search_path = pg_catalog, pg_temp` and names kahuna objects with their schema.
+-- Safety against the caller's search_path: every function either pins
+-- `search_path = pg_catalog, pg_temp` and names kahuna objects with their schema, or names
+-- every function, operator and type it uses with its schema (`pg_catalog.format`,
+-- `OPERATOR(pg_catalog.>)`) and has no SET clause. The second kind are the small SQL
+-- helpers of the allocation path: without a SET clause the planner inlines them into the
+-- caller's cached plan, where a SET clause made every call parse and plan the helper's body
+-- again, in every transaction.
 --
 -- Outcomes are SQLSTATEs (CONTRACT.md section 2):
 --   42704 no such sequence, 42710 already exists, 22023 invalid input,
@@ -51,11 +56,12 @@ CREATE TYPE kahuna.reserve_result AS (
 -- partition, Ephemeral ones in an UNLOGGED partition (fast, emptied by a crash, absent on
 -- standbys). The functions use one static statement for both.
 --
--- The primary keys hold the MD5 of the name, not the name: a name may be 1024 characters
--- of up to 4 bytes, more than a btree entry can hold (about 2700 bytes), so a key on the
--- name itself would fail for valid names. The functions look a row up by both the MD5 and
--- the name, so a row is never taken for another name's; two names of one MD5 (which only a
--- deliberate collision can produce) cannot both exist in one durability.
+-- The primary keys hold the SHA-256 of the name (kahuna.name_hash), not the name: a name may
+-- be 1024 characters of up to 4 bytes, more than a btree entry can hold (about 2700 bytes),
+-- so a key on the name itself would fail for valid names. The functions look a row up by
+-- both the hash and the name, so a row is never taken for another name's. The hash is a
+-- plain column written by the functions at insert, not a generated column, which PostgreSQL
+-- would compute again on every allocating UPDATE.
 CREATE TABLE kahuna.sequences (
     durability kahuna.durability NOT NULL,
     name text NOT NULL,
@@ -66,8 +72,8 @@ CREATE TABLE kahuna.sequences (
     revision bigint NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    name_md5 uuid NOT NULL GENERATED ALWAYS AS (pg_catalog.md5(name)::uuid) STORED,
-    PRIMARY KEY (durability, name_md5)
+    name_hash bytea NOT NULL,
+    PRIMARY KEY (durability, name_hash)
 ) PARTITION BY LIST (durability);
 
 -- fillfactor leaves room on each page so that the hot-row update stays a HOT update.
@@ -88,8 +94,8 @@ CREATE TABLE kahuna.idempotency_keys (
     count integer NOT NULL,
     revision bigint NOT NULL,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    name_md5 uuid NOT NULL GENERATED ALWAYS AS (pg_catalog.md5(name)::uuid) STORED,
-    PRIMARY KEY (durability, name_md5, key)
+    name_hash bytea NOT NULL,
+    PRIMARY KEY (durability, name_hash, key)
 ) PARTITION BY LIST (durability);
 
 CREATE TABLE kahuna.idempotency_keys_persistent PARTITION OF kahuna.idempotency_keys
@@ -130,11 +136,14 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT '1.0'::pg_catalog.text $$;
 COMMENT ON FUNCTION kahuna.version() IS 'the installed version of the kahuna schema';
 
+-- plpgsql, whose plan is cached: a SQL function with a sub-select is never inlined.
 CREATE FUNCTION kahuna.idempotency_retention() RETURNS interval
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce((SELECT s.idempotency_retention FROM kahuna.settings s), interval '24 hours')
+BEGIN
+    RETURN coalesce((SELECT s.idempotency_retention FROM kahuna.settings s), interval '24 hours');
+END
 $$;
 COMMENT ON FUNCTION kahuna.idempotency_retention() IS
     'how long an idempotency key is replayed (default 24 hours)';
@@ -161,6 +170,12 @@ COMMENT ON FUNCTION kahuna.set_idempotency_retention(interval) IS
 -- Validation. Each *_problem function returns NULL when the value is fine, else the
 -- message of an InvalidInput (22023); the checked_* functions raise it.
 ------------------------------------------------------------------------------------------
+
+-- The key of a name in the primary keys. STABLE, not IMMUTABLE, like convert_to (which only
+-- depends on the database's encoding, fixed at its creation), so that it is inlined.
+CREATE FUNCTION kahuna.name_hash(name text) RETURNS bytea
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$ SELECT pg_catalog.sha256(pg_catalog.convert_to(name, 'UTF8')) $$;
 
 -- White space trimmed from names and keys: ASCII space, tab, newline, CR, VT, FF.
 -- (VT is written \x0B: PostgreSQL's E'' strings have no \v, which would be the letter v.)
@@ -218,12 +233,16 @@ BEGIN
 END
 $$;
 
+-- This and the next two *_problem functions are inlined into their caller: no SET clause,
+-- every name schema-qualified, a CASE rather than a WHERE (a body with WHERE is never
+-- inlined), and STABLE like pg_catalog.format (an IMMUTABLE function whose body is only
+-- STABLE is never inlined either).
 CREATE FUNCTION kahuna.durability_problem(durability text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT format('durability must be Persistent or Ephemeral, got %L', durability)
-    WHERE kahuna.durability_or_null(durability) IS NULL
+    SELECT CASE WHEN kahuna.durability_or_null(durability) IS NULL
+                THEN pg_catalog.format('durability must be Persistent or Ephemeral, got %L', durability)
+           END
 $$;
 
 CREATE FUNCTION kahuna.checked_durability(durability text) RETURNS kahuna.durability
@@ -242,30 +261,34 @@ END
 $$;
 
 CREATE FUNCTION kahuna.count_problem(count bigint) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT format('count must be between 1 and 2147483647, got %s', coalesce(count::text, 'NULL'))
-    WHERE count IS NULL OR count < 1 OR count > 2147483647
+    SELECT CASE WHEN count IS NULL OR count OPERATOR(pg_catalog.<) 1
+                     OR count OPERATOR(pg_catalog.>) 2147483647
+                THEN pg_catalog.format('count must be between 1 and 2147483647, got %s',
+                                       coalesce(count::pg_catalog.text, 'NULL'))
+           END
 $$;
 
 -- A key that is NULL, empty or only white space means no key: the trimmed key is NULL.
 CREATE FUNCTION kahuna.key_problem(trimmed_key text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT format('idempotency key must be at most 1024 bytes in UTF-8, got %s', octet_length(trimmed_key))
-    WHERE octet_length(trimmed_key) > 1024
+    SELECT CASE WHEN pg_catalog.octet_length(trimmed_key) OPERATOR(pg_catalog.>) 1024
+                THEN pg_catalog.format('idempotency key must be at most 1024 bytes in UTF-8, got %s',
+                                       pg_catalog.octet_length(trimmed_key))
+           END
 $$;
 
 -- The advisory lock that serialises allocations on one sequence. Callers queue in the lock
 -- manager, in order, instead of piling onto the row's tuple lock. The two-key form keeps
 -- kahuna's locks (class 7007) apart from an application's single-key advisory locks.
+-- Inlined into its caller, like the *_problem functions.
 CREATE FUNCTION kahuna.lock_sequence(durability kahuna.durability, name text) RETURNS void
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_advisory_xact_lock(7007, hashtext(durability::text || '/' || name))
+    SELECT pg_catalog.pg_advisory_xact_lock(
+        7007, pg_catalog.hashtext(durability::pg_catalog.text OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) name))
 $$;
 
 ------------------------------------------------------------------------------------------
@@ -275,15 +298,21 @@ $$;
 -- The one allocation rule, shared by kahuna_next, kahuna_reserve (and batches of them):
 -- validate, replay a recorded key, or hand out the next `count` values as one run and
 -- record the key, all in the caller's transaction. Failures are returned, not raised.
+--
+-- Generic plans (plan_cache_mode): its statements name the partitioned tables, for which the
+-- plan cache would otherwise plan every call again (a generic plan's estimate counts both
+-- partitions, so it never looks cheaper than a custom one); a generic plan prunes the other
+-- partition when it starts.
 CREATE FUNCTION kahuna.try_reserve(name text, count bigint, idempotency_key text, durability text)
 RETURNS kahuna.reserve_result
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
     v_name text := kahuna.trimmed(try_reserve.name);
-    v_name_md5 uuid := md5(v_name)::uuid;
+    v_name_hash bytea := kahuna.name_hash(v_name);
     v_key text := nullif(kahuna.trimmed(try_reserve.idempotency_key), '');
     v_count bigint := try_reserve.count;
     v_durability kahuna.durability := kahuna.durability_or_null(try_reserve.durability);
@@ -313,7 +342,7 @@ BEGIN
     IF v_key IS NOT NULL THEN
         SELECT k.start, k."end", k.count, k.revision, k.created_at INTO v_entry
           FROM kahuna.idempotency_keys k
-         WHERE k.durability = v_durability AND k.name_md5 = v_name_md5 AND k.name = v_name
+         WHERE k.durability = v_durability AND k.name_hash = v_name_hash AND k.name = v_name
            AND k.key = v_key;
         IF FOUND AND v_entry.created_at > now() - kahuna.idempotency_retention() THEN
             IF v_entry.count <> v_count THEN
@@ -335,7 +364,7 @@ BEGIN
        SET current_value = (s.current_value::numeric + s.increment::numeric * v_count)::bigint,
            revision = s.revision + 1,
            updated_at = now()
-     WHERE s.durability = v_durability AND s.name_md5 = v_name_md5 AND s.name = v_name
+     WHERE s.durability = v_durability AND s.name_hash = v_name_hash AND s.name = v_name
        AND s.current_value::numeric + s.increment::numeric * v_count
            <= coalesce(s.max_value, 9223372036854775807)
     RETURNING s.current_value, s.increment, s.revision INTO v_current, v_increment, v_revision;
@@ -343,7 +372,7 @@ BEGIN
     IF NOT FOUND THEN
         SELECT s.current_value, s.increment, s.max_value INTO v_current, v_increment, v_max
           FROM kahuna.sequences s
-         WHERE s.durability = v_durability AND s.name_md5 = v_name_md5 AND s.name = v_name;
+         WHERE s.durability = v_durability AND s.name_hash = v_name_hash AND s.name = v_name;
         IF NOT FOUND THEN
             result.sqlstate := '42704';
             result.message := format('sequence %L (%s) does not exist', v_name, v_durability);
@@ -362,9 +391,10 @@ BEGIN
 
     IF v_key IS NOT NULL THEN
         -- An expired entry of the same key is replaced: after the retention it allocates afresh.
-        INSERT INTO kahuna.idempotency_keys AS k (durability, name, key, start, "end", count, revision, created_at)
-        VALUES (v_durability, v_name, v_key, v_start, v_current, v_count, v_revision, now())
-        ON CONFLICT (durability, name_md5, key) DO UPDATE
+        INSERT INTO kahuna.idempotency_keys AS k
+               (durability, name, name_hash, key, start, "end", count, revision, created_at)
+        VALUES (v_durability, v_name, v_name_hash, v_key, v_start, v_current, v_count, v_revision, now())
+        ON CONFLICT (durability, name_hash, key) DO UPDATE
            SET start = excluded.start, "end" = excluded."end", count = excluded.count,
                revision = excluded.revision, created_at = excluded.created_at;
     END IF;
@@ -420,9 +450,10 @@ BEGIN
             MESSAGE = format('maxValue (%s) must not be less than initialValue (%s)', v_max, v_initial);
     END IF;
 
-    INSERT INTO kahuna.sequences AS s (durability, name, current_value, initial_value, increment, max_value)
-    VALUES (v_durability, v_name, v_initial, v_initial, v_increment, v_max)
-    ON CONFLICT (durability, name_md5) DO NOTHING
+    INSERT INTO kahuna.sequences AS s
+           (durability, name, name_hash, current_value, initial_value, increment, max_value)
+    VALUES (v_durability, v_name, kahuna.name_hash(v_name), v_initial, v_initial, v_increment, v_max)
+    ON CONFLICT (durability, name_hash) DO NOTHING
     RETURNING s.name, s.current_value, s.initial_value, s.increment, s.max_value, s.revision,
               s.durability, s.created_at, s.updated_at
          INTO result;
@@ -451,7 +482,7 @@ BEGIN
            s.durability, s.created_at, s.updated_at
       INTO result
       FROM kahuna.sequences s
-     WHERE s.durability = v_durability AND s.name_md5 = md5(v_name)::uuid AND s.name = v_name;
+     WHERE s.durability = v_durability AND s.name_hash = kahuna.name_hash(v_name) AND s.name = v_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'undefined_object',
             MESSAGE = format('sequence %L (%s) does not exist', v_name, v_durability);
@@ -467,10 +498,15 @@ CREATE FUNCTION @extschema@.kahuna_reserve(
     idempotency_key text DEFAULT NULL,
     durability text DEFAULT 'persistent'
 ) RETURNS kahuna.allocation
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT kahuna.allocation_or_raise(kahuna.try_reserve(name, count, idempotency_key, durability))
+BEGIN
+    -- plpgsql, not SQL: a SQL function with a SET clause, or called in FROM, parses and plans
+    -- its body on every call, where plpgsql keeps its plans for the session.
+    RETURN kahuna.allocation_or_raise(kahuna.try_reserve(
+        kahuna_reserve.name, kahuna_reserve.count, kahuna_reserve.idempotency_key, kahuna_reserve.durability));
+END
 $$;
 COMMENT ON FUNCTION @extschema@.kahuna_reserve(text, integer, text, text) IS
     'hands out count values as one contiguous run; a repeated idempotency key answers the same run';
@@ -480,10 +516,13 @@ CREATE FUNCTION @extschema@.kahuna_next(
     idempotency_key text DEFAULT NULL,
     durability text DEFAULT 'persistent'
 ) RETURNS bigint
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT (kahuna.allocation_or_raise(kahuna.try_reserve(name, 1, idempotency_key, durability))).start
+BEGIN
+    RETURN (kahuna.allocation_or_raise(kahuna.try_reserve(
+        kahuna_next.name, 1, kahuna_next.idempotency_key, kahuna_next.durability))).start;
+END
 $$;
 COMMENT ON FUNCTION @extschema@.kahuna_next(text, text, text) IS
     'hands out the next value: kahuna_reserve(name, 1, idempotency_key, durability)';
@@ -501,7 +540,7 @@ DECLARE
 BEGIN
     PERFORM kahuna.lock_sequence(v_durability, v_name);
     DELETE FROM kahuna.sequences s
-     WHERE s.durability = v_durability AND s.name_md5 = md5(v_name)::uuid AND s.name = v_name
+     WHERE s.durability = v_durability AND s.name_hash = kahuna.name_hash(v_name) AND s.name = v_name
     RETURNING s.name, s.current_value, s.initial_value, s.increment, s.max_value, s.revision,
               s.durability, s.created_at, s.updated_at
          INTO result;
@@ -511,7 +550,7 @@ BEGIN
     END IF;
     -- A re-created sequence of the same name must not replay the old one's keys.
     DELETE FROM kahuna.idempotency_keys k
-     WHERE k.durability = v_durability AND k.name_md5 = md5(v_name)::uuid AND k.name = v_name;
+     WHERE k.durability = v_durability AND k.name_hash = kahuna.name_hash(v_name) AND k.name = v_name;
     RETURN result;
 END
 $$;

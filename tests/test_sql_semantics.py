@@ -829,8 +829,8 @@ CREATE SCHEMA evil;
 CREATE TABLE evil.calls (what text);
 -- Tables named like kahuna's, holding answers that would be wrong.
 CREATE TABLE evil.sequences (LIKE kahuna.sequences INCLUDING ALL);
-INSERT INTO evil.sequences (durability, name, current_value, initial_value, increment, revision)
-VALUES ('Persistent', 'orders', 666, 666, 666, 666);
+INSERT INTO evil.sequences (durability, name, name_hash, current_value, initial_value, increment, revision)
+VALUES ('Persistent', 'orders', kahuna.name_hash('orders'), 666, 666, 666, 666);
 CREATE TABLE evil.idempotency_keys (LIKE kahuna.idempotency_keys INCLUDING ALL);
 CREATE TABLE evil.settings (singleton boolean, idempotency_retention interval);
 -- Functions named like kahuna's helpers and like the pg_catalog functions kahuna calls,
@@ -858,8 +858,10 @@ CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE plpgsql AS
   $$ BEGIN PERFORM evil.spy('now'); RETURN '2000-01-01'; END $$;
 CREATE FUNCTION evil.hashtext(text) RETURNS integer LANGUAGE plpgsql AS
   $$ BEGIN PERFORM evil.spy('hashtext'); RETURN 0; END $$;
-CREATE FUNCTION evil.md5(text) RETURNS text LANGUAGE plpgsql AS
-  $$ BEGIN PERFORM evil.spy('md5'); RETURN 'hijacked'; END $$;
+CREATE FUNCTION evil.sha256(bytea) RETURNS bytea LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM evil.spy('sha256'); RETURN '\x00'; END $$;
+CREATE FUNCTION evil.convert_to(text, name) RETURNS bytea LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM evil.spy('convert_to'); RETURN '\x00'; END $$;
 CREATE FUNCTION evil.pg_advisory_xact_lock(integer, integer) RETURNS void LANGUAGE plpgsql AS
   $$ BEGIN PERFORM evil.spy('pg_advisory_xact_lock'); END $$;
 CREATE FUNCTION evil.text_eq(a text, b text) RETURNS boolean LANGUAGE plpgsql AS

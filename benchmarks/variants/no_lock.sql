@@ -18,6 +18,6 @@ SELECT pg_temp.patch(
     'PERFORM kahuna.lock_sequence(v_durability, v_name);',
     'IF v_key IS NOT NULL THEN
         PERFORM 1 FROM kahuna.sequences s
-          WHERE s.durability = v_durability AND s.name_md5 = v_name_md5 AND s.name = v_name
+          WHERE s.durability = v_durability AND s.name_hash = v_name_hash AND s.name = v_name
             FOR UPDATE;
     END IF;');

@@ -17,5 +17,5 @@ SELECT pg_temp.patch(
     'kahuna.try_reserve(text, bigint, text, text)',
     'PERFORM kahuna.lock_sequence(v_durability, v_name);',
     'PERFORM 1 FROM kahuna.sequences s
-      WHERE s.durability = v_durability AND s.name_md5 = v_name_md5 AND s.name = v_name
+      WHERE s.durability = v_durability AND s.name_hash = v_name_hash AND s.name = v_name
         FOR UPDATE;');
