@@ -21,15 +21,15 @@ the kahuna cases also run in a database of their own where the files are applied
 install, in order, next to the real functions of the same group. benchmarks/variants/ holds
 the experiments of issue 2: no_search_path.sql (every SET search_path removed: unsafe, a
 measurement only), generic_plans.sql, row_lock.sql and no_lock.sql (the advisory lock
-replaced by SELECT ... FOR UPDATE, always or only with a key), recommended.sql (the changes
-proposed for sql/kahuna--1.0.sql) and inline_validation.sql (a further step over it). The
+replaced by SELECT ... FOR UPDATE, always or only with a key) and inline_validation.sql (the
+validation helpers inlined too; the earlier recommended changes are in sql/ now). The
 row_lock and no_lock files patch the installed kahuna.try_reserve and stop with "this variant
 is out of date" once the line they replace has changed. For example:
 
     .venv/bin/python benchmarks/sql_bench.py -T 5 --rounds 3 --sequences 1 --clients 1,64 \
         --cases next_no_key,next_fresh_key,plain_update \
-        --variant rec=benchmarks/variants/recommended.sql \
-        --variant rec+row_lock=benchmarks/variants/recommended.sql+benchmarks/variants/row_lock.sql
+        --variant row_lock=benchmarks/variants/row_lock.sql \
+        --variant inline=benchmarks/variants/inline_validation.sql
 """
 
 from __future__ import annotations
