@@ -54,7 +54,17 @@ def _worker(config: ServeConfig, level: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C reaches the whole process group
+    threading.Thread(target=_stop_when_orphaned, args=(os.getppid(), stop), name="parent watch", daemon=True).start()
     raise SystemExit(serve_in_process(config, stop))
+
+
+def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
+    """Stop gracefully if the supervisor dies without stopping us (SIGKILL, a crash): a worker
+    left behind would hold the ports and the database connections of a service that is gone."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            log.error("the supervisor (pid %d) is gone: stopping", parent)
+            stop.set()
 
 
 def supervise(config: ServeConfig, stop: threading.Event) -> int:

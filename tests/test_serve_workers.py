@@ -241,3 +241,20 @@ def test_a_killed_worker_makes_the_supervisor_stop_the_others_and_exit_1(pg_clus
         assert "exited with -9: shutting down" in log, log
     finally:
         proc.close()
+
+
+def test_workers_stop_by_themselves_when_the_supervisor_is_killed(pg_cluster: EmbeddedPostgres) -> None:
+    proc = start_workers(new_database(pg_cluster, "orphans"))
+    try:
+        workers = worker_pids(proc.proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(proc.proc.pid, signal.SIGKILL)  # no chance to stop them
+        proc.proc.wait(10)
+        deadline = time.monotonic() + 30
+        while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(gone(pid) for pid in workers), proc.log()
+        assert refused(proc.port) and refused(proc.grpc_port)
+        assert "the supervisor" in proc.log() and "is gone: stopping" in proc.log()
+    finally:
+        proc.close()
