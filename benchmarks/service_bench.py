@@ -1,17 +1,19 @@
 """Throughput of `kahuna-pg serve`, with group allocation on and off, beside its ceilings.
 
-    .venv/bin/python benchmarks/service_bench.py            # about 10 minutes on 2 cores
+    .venv/bin/python benchmarks/service_bench.py            # about 12 minutes on 2 cores
     .venv/bin/python benchmarks/service_bench.py --seconds 3 --clients 1,64   # a quick look
 
 It starts a private, durable PostgreSQL (fsync and synchronous_commit on), creates one hot
-sequence and 1000 others, and for each configuration starts `kahuna-pg serve` as a user
-would. The load comes from separate processes: wrk for REST, a multi-process client for
+sequence and 1000 others, and starts `kahuna-pg serve` as a user would, twice: with group
+allocation and without (`--no-group-allocation`), each figure measured on one right after the
+other. The load comes from separate processes: wrk for REST, a multi-process client for
 gRPC. For each protocol, spread (one hot sequence, 1000 sequences) and client count it
 prints `next` per second, p50 and p99 latency, and allocations per WAL flush (allocations
 counted from the sequences' revisions, flushes from pg_stat_wal.wal_sync), then `reserve`
 of 1000 values over REST in values per second. The ceilings of the same run: the same
 server answering a constant body (REST GET /healthz, gRPC Health/Check: neither touches the
 database), and pgbench calling kahuna_next on the hot sequence directly at 64 clients.
+Last, one client's latency with and without group allocation, in alternating rounds.
 Every rate is also given as a ratio to those ceilings: the machine is shared and noisy, so
 only ratios measured side by side mean much.
 """
@@ -254,11 +256,29 @@ def measured(counters: Counters, load: Callable[..., Run], *args: object) -> Run
     return run
 
 
+MODES = ("group", "single")  # group allocation on, and off (--no-group-allocation)
+CONSTANT_REST = "ceiling REST constant (GET /healthz) c64"
+CONSTANT_GRPC = "ceiling gRPC constant (Health/Check) c64"
+PGBENCH = "ceiling pgbench kahuna_next hot c64"
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8, help="length of each measurement (default 8)")
     parser.add_argument("--clients", default="1,16,64", help="client counts (default 1,16,64)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="serve --workers (default: cores)")
+    parser.add_argument(
+        "--latency-rounds",
+        type=int,
+        default=6,
+        help="rounds of the one-client latency comparison, group and single in turn (default 6)",
+    )
     parser.add_argument(
         "--server-args",
         default="--threads 48 --grpc-workers 48 --pool-size 8",
@@ -272,12 +292,10 @@ def main() -> int:
         print("wrk is missing: scripts/setup installs it (apt-get install wrk)", file=sys.stderr)
         return 1
 
-    figures: dict[str, float | None] = {}
-    rows: list[tuple[str, Run]] = []
+    runs: dict[str, Run] = {}
 
     def record(label: str, run: Run) -> None:
-        rows.append((label, run))
-        figures[label] = run.rate
+        runs[label] = run
         flush = f"{run.per_flush:7.1f}" if run.per_flush is not None else "      -"
         print(
             f"{label:<44} {run.rate:>10.0f}/s  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms"
@@ -285,61 +303,73 @@ def main() -> int:
             flush=True,
         )
 
+    loads: dict[str, Callable[..., Run]] = {"REST": wrk, "gRPC": grpc_load}
     with database() as (cluster, dsn):
         counters = Counters(dsn)
         print(f"kahuna-pg serve --workers {args.workers} {' '.join(extra)}; {args.seconds:g} s per figure", flush=True)
-        for group in (True, False):
-            mode = "group" if group else "single"
-            with service(dsn, group, args.workers, extra) as svc:
+        # Both configurations run at once, the idle one costing nothing, so that each figure
+        # with group allocation is measured right beside the same figure without it: on a
+        # shared machine the load of other work drifts over minutes.
+        with service(dsn, True, args.workers, extra) as group, service(dsn, False, args.workers, extra) as single:
+            services = {"group": group, "single": single}
+            for svc in services.values():
                 # Warm up every worker's pool, prepared statements and code paths, so that the
                 # first measured figure of a configuration is not also its start-up.
                 wrk(svc.rest, "next", SPREAD["1000"], 16, 2)
                 grpc_load(svc.grpc, "next", SPREAD["1000"], 16, 2)
-                counters.invalidate()
-                if group:
-                    record("ceiling REST constant (GET /healthz) c64", wrk(svc.rest, "healthz", 1, 64, args.seconds))
-                    record(
-                        "ceiling gRPC constant (Health/Check) c64", grpc_load(svc.grpc, "health", 1, 64, args.seconds)
-                    )
-                for spread, sequences in SPREAD.items():
-                    for c in clients:
-                        record(
-                            f"REST next {spread} c{c} {mode}",
-                            measured(counters, wrk, svc.rest, "next", sequences, c, args.seconds),
-                        )
-                        record(
-                            f"gRPC next {spread} c{c} {mode}",
-                            measured(counters, grpc_load, svc.grpc, "next", sequences, c, args.seconds),
-                        )
+            record(CONSTANT_REST, wrk(group.rest, "healthz", 1, 64, args.seconds))
+            record(CONSTANT_GRPC, grpc_load(group.grpc, "health", 1, 64, args.seconds))
+            counters.invalidate()
+            for spread, sequences in SPREAD.items():
                 for c in clients:
-                    counters.invalidate()
-                    run = wrk(svc.rest, "reserve", 1, c, args.seconds, 1000)
+                    for proto, load in loads.items():
+                        for mode in MODES:
+                            svc = services[mode]
+                            target = svc.rest if proto == "REST" else svc.grpc
+                            record(
+                                f"{proto} next {spread} c{c} {mode}",
+                                measured(counters, load, target, "next", sequences, c, args.seconds),
+                            )
+            for c in clients:
+                for mode in MODES:
+                    run = wrk(services[mode].rest, "reserve", 1, c, args.seconds, 1000)
                     run.rate *= 1000  # values per second
                     record(f"REST reserve 1000 hot c{c} {mode} (values)", run)
+            # One client's latency, group against single, in short alternating rounds (the
+            # order swapped each round): a difference of a few percent is below the drift of
+            # one long run after another.
+            latency: dict[tuple[str, str], list[float]] = {}
+            for proto, load in loads.items():
+                for r in range(args.latency_rounds):
+                    for mode in MODES if r % 2 == 0 else MODES[::-1]:
+                        svc = services[mode]
+                        run = load(svc.rest if proto == "REST" else svc.grpc, "next", 1, 1, min(args.seconds, 3))
+                        latency.setdefault((proto, mode), []).append(run.p50_ms)
+        counters.invalidate()
         pg = pgbench(cluster, 64, args.seconds)
-        print(f"{'ceiling pgbench kahuna_next hot c64':<44} {pg:>10.0f}/s", flush=True)
-        figures["ceiling pgbench kahuna_next hot c64"] = pg
+        print(f"{PGBENCH:<44} {pg:>10.0f}/s", flush=True)
 
     top = max(clients)
     print("\nRatios (same run):")
-    for proto, ceiling in (
-        ("REST", "ceiling REST constant (GET /healthz) c64"),
-        ("gRPC", "ceiling gRPC constant (Health/Check) c64"),
-    ):
-        for mode in ("group", "single"):
-            rate = figures.get(f"{proto} next hot c{top} {mode}")
-            if rate:
+    for proto, constant in (("REST", CONSTANT_REST), ("gRPC", CONSTANT_GRPC)):
+        for mode in MODES:
+            run = runs.get(f"{proto} next hot c{top} {mode}")
+            if run:
                 print(
-                    f"  {proto} next hot c{top} {mode}: {rate / pg:5.2f}x pgbench ceiling,"
-                    f" {rate / figures[ceiling]:5.2f}x constant-answer ceiling"
+                    f"  {proto} next hot c{top} {mode}: {run.rate / pg:5.2f}x pgbench ceiling,"
+                    f" {run.rate / runs[constant].rate:5.2f}x constant-answer ceiling"
                 )
-    runs = dict(rows)
-    for proto in ("REST", "gRPC"):
-        on, off = runs.get(f"{proto} next hot c1 group"), runs.get(f"{proto} next hot c1 single")
-        if on and off:
-            print(f"  {proto} next at 1 client, p50 latency group / single: {on.p50_ms / off.p50_ms:5.2f}x")
+    summary: dict[str, float] = {}
+    for proto in loads:
+        on, off = median(latency[(proto, "group")]), median(latency[(proto, "single")])
+        summary[f"{proto} p50 latency c1 group / single"] = on / off
+        print(
+            f"  {proto} next hot at 1 client, p50 latency group / single: {on / off:5.2f}x"
+            f" (medians of {args.latency_rounds} rounds: {on:.2f} ms / {off:.2f} ms)"
+        )
     if args.json:
-        args.json.write_text(json.dumps({label: vars(run) for label, run in rows} | {"pgbench": pg}, indent=2))
+        figures = {label: vars(run) for label, run in runs.items()} | {PGBENCH: pg} | summary
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
 
