@@ -97,78 +97,67 @@ def _add_serve(commands: Any) -> None:
         "after; it listens on a Unix socket in it, on no TCP port (env KAHUNA_PG_DATA_DIR; default "
         "/var/lib/kahuna-pg as root, else $XDG_DATA_HOME/kahuna-pg or ~/.local/share/kahuna-pg)",
     )
-    serve.add_argument(
+
+    def option(flag: str, convert: Callable[[str], Any], default: Any, help: str, **kw: Any) -> None:
+        """An option whose default is its environment variable (KAHUNA_PG_ and the flag's name) when set."""
+        env = "KAHUNA_PG_" + flag.removeprefix("--").replace("-", "_").upper()
+        shown = f"{default:g}" if isinstance(default, float) else default
+        serve.add_argument(
+            flag, type=convert, default=_env(env, default, convert), help=f"{help} (env {env}; default {shown})", **kw
+        )
+
+    option(
         "--rest-listen",
-        type=_listen,
+        _listen,
+        service.DEFAULT_REST_LISTEN,
+        "address of the REST API; port 0 picks a free one",
         metavar="HOST:PORT",
-        default=_env("KAHUNA_PG_REST_LISTEN", service.DEFAULT_REST_LISTEN),
-        help=f"address of the REST API; port 0 picks a free one (env KAHUNA_PG_REST_LISTEN; default "
-        f"{service.DEFAULT_REST_LISTEN})",
     )
-    serve.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=_env("KAHUNA_PG_THREADS", service.DEFAULT_THREADS, _positive_int),
-        help=f"waitress worker threads: REST requests served at once (env KAHUNA_PG_THREADS; default "
-        f"{service.DEFAULT_THREADS})",
-    )
-    serve.add_argument(
+    option("--threads", _positive_int, service.DEFAULT_THREADS, "waitress worker threads: REST requests served at once")
+    option(
         "--pool-size",
-        type=_positive_int,
-        default=_env("KAHUNA_PG_POOL_SIZE", service.DEFAULT_POOL_SIZE, _positive_int),
-        help=f"most database connections, shared by every interface (env KAHUNA_PG_POOL_SIZE; default "
-        f"{service.DEFAULT_POOL_SIZE})",
+        _positive_int,
+        service.DEFAULT_POOL_SIZE,
+        "most database connections, shared by every interface",
     )
-    serve.add_argument(
+    option(
         "--pool-timeout",
-        type=float,
-        default=_env("KAHUNA_PG_POOL_TIMEOUT", service.ServeConfig.pool_timeout, float),
-        help=f"seconds to wait for a database connection before answering MustRetry (env KAHUNA_PG_POOL_TIMEOUT; "
-        f"default {service.ServeConfig.pool_timeout:g})",
+        float,
+        service.ServeConfig.pool_timeout,
+        "seconds to wait for a database connection before answering MustRetry",
     )
-    serve.add_argument(
+    option(
         "--statement-timeout-ms",
-        type=_positive_int,
-        default=_env("KAHUNA_PG_STATEMENT_TIMEOUT_MS", service.ServeConfig.statement_timeout_ms, _positive_int),
-        help=f"PostgreSQL statement_timeout of every call; a call cut off by it is answered Aborted "
-        f"(env KAHUNA_PG_STATEMENT_TIMEOUT_MS; default {service.ServeConfig.statement_timeout_ms})",
+        _positive_int,
+        service.ServeConfig.statement_timeout_ms,
+        "PostgreSQL statement_timeout of every call; a call cut off by it is answered Aborted",
     )
-    serve.add_argument(
+    option(
         "--max-body-bytes",
-        type=_positive_int,
-        default=_env("KAHUNA_PG_MAX_BODY_BYTES", service.ServeConfig.max_body_bytes, _positive_int),
-        help=f"largest REST request body in bytes; a larger one is answered 413 (env KAHUNA_PG_MAX_BODY_BYTES; "
-        f"default {service.ServeConfig.max_body_bytes})",
+        _positive_int,
+        service.ServeConfig.max_body_bytes,
+        "largest REST request body in bytes; a larger one is answered 413",
     )
-    serve.add_argument(
+    option(
         "--shutdown-grace",
-        type=float,
-        default=_env("KAHUNA_PG_SHUTDOWN_GRACE", service.DEFAULT_SHUTDOWN_GRACE, float),
-        help=f"seconds given to requests in flight to finish after SIGINT/SIGTERM (env KAHUNA_PG_SHUTDOWN_GRACE; "
-        f"default {service.DEFAULT_SHUTDOWN_GRACE:g})",
+        float,
+        service.DEFAULT_SHUTDOWN_GRACE,
+        "seconds given to requests in flight to finish after SIGINT/SIGTERM",
     )
-    serve.add_argument(
+    option(
         "--purge-interval",
-        type=float,
-        default=_env("KAHUNA_PG_PURGE_INTERVAL", service.DEFAULT_PURGE_INTERVAL, float),
-        help=f"seconds between purges of expired idempotency keys; 0 turns the purge off "
-        f"(env KAHUNA_PG_PURGE_INTERVAL; default {service.DEFAULT_PURGE_INTERVAL:g})",
+        float,
+        service.DEFAULT_PURGE_INTERVAL,
+        "seconds between purges of expired idempotency keys; 0 turns the purge off",
     )
-    serve.add_argument(
+    option(
         "--grpc-listen",
-        type=_listen,
+        _listen,
+        service.DEFAULT_GRPC_LISTEN,
+        "address of the gRPC API; port 0 picks a free one",
         metavar="HOST:PORT",
-        default=_env("KAHUNA_PG_GRPC_LISTEN", service.DEFAULT_GRPC_LISTEN),
-        help=f"address of the gRPC API; port 0 picks a free one (env KAHUNA_PG_GRPC_LISTEN; default "
-        f"{service.DEFAULT_GRPC_LISTEN})",
     )
-    serve.add_argument(
-        "--grpc-workers",
-        type=_positive_int,
-        default=_env("KAHUNA_PG_GRPC_WORKERS", service.DEFAULT_GRPC_WORKERS, _positive_int),
-        help=f"gRPC worker threads: calls served at once (env KAHUNA_PG_GRPC_WORKERS; default "
-        f"{service.DEFAULT_GRPC_WORKERS})",
-    )
+    option("--grpc-workers", _positive_int, service.DEFAULT_GRPC_WORKERS, "gRPC worker threads: calls served at once")
     serve.add_argument(
         "--no-rest",
         action="store_true",
