@@ -3,10 +3,10 @@
 `sql/` holds `kahuna.control` (whose `default_version` is the latest version), one full
 install script per released version (`kahuna--1.0.sql`, `kahuna--1.1.sql`: a fresh install
 runs the latest one alone) and ordered upgrade scripts (`kahuna--1.0--1.1.sql`) that take an
-installed database forward; a test keeps both paths at the same catalog. The same files install as a real extension (`make -C sql install`,
-then `CREATE EXTENSION kahuna`); `migrate` applies them to a plain database: each script once,
-in one transaction, under an advisory lock so that two processes starting together cannot
-both apply it.
+installed database forward; a test keeps both paths at the same catalog. The same files
+install as a real extension (`make -C sql install`, then `CREATE EXTENSION kahuna`);
+`migrate` applies them to a plain database: each script once, in one transaction, under an
+advisory lock so that two processes starting together cannot both apply it.
 """
 
 from __future__ import annotations
