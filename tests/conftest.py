@@ -28,14 +28,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_cluster(**settings: str) -> EmbeddedPostgres:
-    """A new private cluster on 127.0.0.1 and a free port, in a new temporary directory."""
-    base = Path(tempfile.mkdtemp(prefix="kahuna-pg-test-"))
-    cluster = EmbeddedPostgres(base, port=free_port(), tcp_host="127.0.0.1", settings=settings)
-    cluster.start()
-    return cluster
-
-
 # Chosen at import so that pytest-postgresql's factory can be given it; the cluster itself
 # starts in the autouse fixture below, which pytest sets up before any other of the session.
 CLUSTER_PORT = free_port()

@@ -8,7 +8,6 @@ lock, break or stop the database start a server on a database or a cluster of th
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +24,8 @@ from typing import Any, TypeVar
 import grpc
 import psycopg
 import pytest
-from conftest import free_port, start_cluster
+from conftest import free_port
+from dbtools import private_cluster
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -511,8 +511,7 @@ def test_health_is_serving(server: ServerProcess) -> None:
 
 def test_health_follows_the_database_and_calls_answer_must_retry() -> None:
     # A cluster of this test's own, since it is stopped midway.
-    cluster = start_cluster()
-    try:
+    with private_cluster() as cluster:
         with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
             migrate(conn)
         proc = ServerProcess(cluster.conninfo())
@@ -545,9 +544,6 @@ def test_health_follows_the_database_and_calls_answer_must_retry() -> None:
             assert proc.terminate() == 0, proc.output()
         finally:
             proc.close()
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.base_dir, ignore_errors=True)
 
 
 # -- aborted, error, graceful stop --------------------------------------------------------------

@@ -9,7 +9,6 @@ in one process around one client; tests/test_serve_workers.py runs worker proces
 
 from __future__ import annotations
 
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import start_cluster
+from dbtools import private_cluster
 from rest_support import Api, ServeProcess, new_database, unique
 from serve_grpc_support import NOT_SERVING, SERVING, Grpc, refused, wait_for, wait_grpc_ready
 
@@ -152,41 +151,39 @@ def test_health_is_serving_for_the_server_and_sequencer(rpc: Grpc) -> None:
 
 def test_health_follows_the_database_without_a_restart_of_the_service() -> None:
     # A cluster of this test's own, since it is stopped midway.
-    cluster = start_cluster()
     proc = None
-    try:
-        dsn = new_database(cluster, "health")  # migrated
-        proc = ServeProcess("--workers", "1", "--pool-timeout", "2", dsn=dsn).wait_ready()
-        wait_grpc_ready(proc)
-        with Grpc(proc.grpc_target) as rpc:
-            assert rpc.health_status("") == rpc.health_status("Sequencer") == SERVING
-            name = unique()
-            assert rpc.create(name).Type == pb.SEQUENCE_SUCCESS
-            assert grpc_run(rpc.next(name)) == (1, 1, 1, 1)
+    with private_cluster() as cluster:
+        try:
+            dsn = new_database(cluster, "health")  # migrated
+            proc = ServeProcess("--workers", "1", "--pool-timeout", "2", dsn=dsn).wait_ready()
+            wait_grpc_ready(proc)
+            with Grpc(proc.grpc_target) as rpc:
+                assert rpc.health_status("") == rpc.health_status("Sequencer") == SERVING
+                name = unique()
+                assert rpc.create(name).Type == pb.SEQUENCE_SUCCESS
+                assert grpc_run(rpc.next(name)) == (1, 1, 1, 1)
 
-            cluster.stop()
-            wait_for(lambda: rpc.health_status("") == NOT_SERVING, what="health NOT_SERVING")
-            assert rpc.health_status("Sequencer") == NOT_SERVING
-            away = rpc.next(name, IdempotencyKey="while-away")  # answered within the pool timeout
-            assert away.Type == pb.SEQUENCE_MUST_RETRY and not away.HasField("Allocation"), away
-            assert rpc.get(name).Type == pb.SEQUENCE_MUST_RETRY
+                cluster.stop()
+                wait_for(lambda: rpc.health_status("") == NOT_SERVING, what="health NOT_SERVING")
+                assert rpc.health_status("Sequencer") == NOT_SERVING
+                away = rpc.next(name, IdempotencyKey="while-away")  # answered within the pool timeout
+                assert away.Type == pb.SEQUENCE_MUST_RETRY and not away.HasField("Allocation"), away
+                assert rpc.get(name).Type == pb.SEQUENCE_MUST_RETRY
 
-            cluster.start()
-            wait_for(lambda: rpc.health_status("") == SERVING, what="health SERVING again")
-            assert rpc.health_status("Sequencer") == SERVING
-            # The same process serves again; a call may still meet a connection of before the
-            # restart (MustRetry), and retrying with the same key is safe.
-            again = wait_for(
-                lambda: (a := rpc.next(name, IdempotencyKey="while-away")).Type == pb.SEQUENCE_SUCCESS and a,
-                what="NextSequenceValue to succeed again",
-            )
-            assert grpc_run(again) == (2, 2, 1, 2)  # MustRetry consumed nothing
-        assert proc.signal(signal.SIGTERM) == 0, proc.log()
-    finally:
-        if proc is not None:
-            proc.close()
-        cluster.stop()
-        shutil.rmtree(cluster.base_dir, ignore_errors=True)
+                cluster.start()
+                wait_for(lambda: rpc.health_status("") == SERVING, what="health SERVING again")
+                assert rpc.health_status("Sequencer") == SERVING
+                # The same process serves again; a call may still meet a connection of before the
+                # restart (MustRetry), and retrying with the same key is safe.
+                again = wait_for(
+                    lambda: (a := rpc.next(name, IdempotencyKey="while-away")).Type == pb.SEQUENCE_SUCCESS and a,
+                    what="NextSequenceValue to succeed again",
+                )
+                assert grpc_run(again) == (2, 2, 1, 2)  # MustRetry consumed nothing
+            assert proc.signal(signal.SIGTERM) == 0, proc.log()
+        finally:
+            if proc is not None:
+                proc.close()
 
 
 # -- one interface alone ---------------------------------------------------------------------------

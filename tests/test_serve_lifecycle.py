@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +12,8 @@ import time
 from typing import Any
 
 import psycopg
-from conftest import free_port, start_cluster
+from conftest import free_port
+from dbtools import private_cluster
 from rest_support import KAHUNA_PG, Api, ServeProcess, new_database, unique
 
 from kahuna_pg.embedded import EmbeddedPostgres
@@ -126,35 +126,33 @@ def test_help_lists_every_option_and_its_environment_variable() -> None:
 
 def test_database_going_away_is_must_retry_then_served_again() -> None:
     # A cluster of this test's own, so that stopping it disturbs no other test.
-    cluster = start_cluster()
     proc = None
-    try:
-        dsn = new_database(cluster, "away")
-        proc = ServeProcess(dsn=dsn).wait_ready()
-        api = Api(proc.base)  # its HTTP timeout (30 s) is the bound: an answer, never a hang
-        name = unique()
-        api.call("create", name=name)
-        assert api.call("next", name=name)["allocation"]["start"] == 1
+    with private_cluster() as cluster:
+        try:
+            dsn = new_database(cluster, "away")
+            proc = ServeProcess(dsn=dsn).wait_ready()
+            api = Api(proc.base)  # its HTTP timeout (30 s) is the bound: an answer, never a hang
+            name = unique()
+            api.call("create", name=name)
+            assert api.call("next", name=name)["allocation"]["start"] == 1
 
-        cluster.stop()
-        answer = api.call("next", name=name, idempotencyKey="while-away")
-        assert answer["type"] == "MustRetry" and "allocation" not in answer, answer
-        assert api.call("get", name=name)["type"] == "MustRetry"
-        not_ready = api.request("GET", "/readyz")
-        assert not_ready.status == 503 and not_ready.body["status"] == "unavailable"
-        assert api.request("GET", "/healthz").status == 200  # the process itself is fine
+            cluster.stop()
+            answer = api.call("next", name=name, idempotencyKey="while-away")
+            assert answer["type"] == "MustRetry" and "allocation" not in answer, answer
+            assert api.call("get", name=name)["type"] == "MustRetry"
+            not_ready = api.request("GET", "/readyz")
+            assert not_ready.status == 503 and not_ready.body["status"] == "unavailable"
+            assert api.request("GET", "/healthz").status == 200  # the process itself is fine
 
-        cluster.start()
-        # The same running service, no restart: retrying the same request (same key) is safe.
-        again = wait_for(
-            lambda: (a := api.call("next", name=name, idempotencyKey="while-away"))["type"] == "Success" and a,
-            what="the service to serve again",
-        )
-        assert again["allocation"]["start"] == 2  # MustRetry consumed nothing
-        assert api.request("GET", "/readyz").status == 200
-        assert proc.signal(signal.SIGTERM) == 0, proc.log()
-    finally:
-        if proc is not None:
-            proc.close()
-        cluster.stop()
-        shutil.rmtree(cluster.base_dir, ignore_errors=True)
+            cluster.start()
+            # The same running service, no restart: retrying the same request (same key) is safe.
+            again = wait_for(
+                lambda: (a := api.call("next", name=name, idempotencyKey="while-away"))["type"] == "Success" and a,
+                what="the service to serve again",
+            )
+            assert again["allocation"]["start"] == 2  # MustRetry consumed nothing
+            assert api.request("GET", "/readyz").status == 200
+            assert proc.signal(signal.SIGTERM) == 0, proc.log()
+        finally:
+            if proc is not None:
+                proc.close()
